@@ -1,0 +1,1 @@
+"""BIDS input (layout queries, selection, participants.tsv, validation) and BIDS-Derivatives output."""

@@ -1,0 +1,55 @@
+"""Typed records that carry one participant's raw inputs from the BIDS layer to preprocessing.
+
+The BIDS layer (pybids queries, validation) fills these; the preprocessing consumes them and never
+queries the dataset itself. Paths are absolute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BoldRun:
+    """One 4D BOLD run with its (inherited) sidecar metadata.
+
+    ``entities`` holds the BIDS entities of the file (``subject``, ``session``, ``task``, ``run``,
+    ``acquisition`` ...) so derivatives can be named after their source.
+    """
+
+    path: Path
+    entities: dict[str, str]
+    metadata: dict[str, Any]
+    n_volumes: int
+    repetition_time: float
+
+    @property
+    def slice_timing(self) -> list[float] | None:
+        """``SliceTiming`` in seconds, or ``None`` when the sidecar has none."""
+        value = self.metadata.get("SliceTiming")
+        return [float(v) for v in value] if value else None
+
+
+@dataclass(frozen=True)
+class SessionInputs:
+    """The T1w and BOLD runs of one session (``session`` is ``None`` for single-session datasets)."""
+
+    session: str | None
+    t1w: Path
+    bold_runs: tuple[BoldRun, ...]
+    t1w_entities: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParticipantInputs:
+    """Everything the pipeline needs about one participant, plus their participants.tsv row."""
+
+    label: str
+    sessions: tuple[SessionInputs, ...]
+    phenotype: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subject_id(self) -> str:
+        return f"sub-{self.label}"
