@@ -240,8 +240,14 @@ class RunConfig(_Section):
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/TOML-ready data (paths as strings, no ``None`` values: TOML has no null)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """Plain JSON/TOML-ready data: paths as strings, unset options left out.
+
+        TOML has no null, but a BIDS filter value of ``null`` means "entity absent", so inside
+        ``bids_filters`` it is written as :data:`TOML_NONE` and read back as ``None``.
+        """
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["execution"]["bids_filters"] = _replace(self.execution.bids_filters, None, TOML_NONE)
+        return data
 
     def to_toml(self, path: str | os.PathLike[str]) -> Path:
         """Write the resolved configuration as TOML (atomically) and return the path."""
@@ -257,6 +263,19 @@ class RunConfig(_Section):
     def save_snapshot(self) -> Path:
         """Save ``OUTPUT_DIR/logs/<run-id>/config.toml``: the provenance record of this run."""
         return self.to_toml(self.execution.output_dir / "logs" / self.run_id / "config.toml")
+
+
+#: How a ``null`` BIDS filter value is spelled in TOML files (which have no null).
+TOML_NONE = "__none__"
+
+
+def _replace(value: Any, old: Any, new: Any) -> Any:
+    """Recursively replace ``old`` by ``new`` in nested dicts/lists (``None``/sentinel conversion)."""
+    if isinstance(value, dict):
+        return {k: _replace(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, old, new) for v in value]
+    return new if value == old else value
 
 
 def _is_below(path: Path, parent: Path) -> bool:
@@ -281,6 +300,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
                        ExitCode.USAGE, path=str(path)) from err
     if not isinstance(data, dict):
         raise AppError("the config file must hold a table of sections", ExitCode.USAGE, path=str(path))
+    filters = data.get("execution", {}).get("bids_filters")
+    if filters is not None:
+        data["execution"]["bids_filters"] = _replace(filters, TOML_NONE, None)
     return data
 
 

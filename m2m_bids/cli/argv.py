@@ -1,0 +1,107 @@
+"""Command-line spellings that click does not support natively, normalised before parsing.
+
+BIDS Apps take space-separated lists (``--participant-label 01 02``, argparse ``nargs='+'``) while
+click wants a repeated flag (``--participant-label 01 --participant-label 02``). We accept both by
+rewriting the first form into the second, and accept ``--flag=value`` as click does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Options that take one or more values (every alias). Values run until the next ``-`` token.
+MULTI_VALUE_FLAGS: frozenset[str] = frozenset({
+    "--participant-label", "--participant_label",
+    "--exclude-participant-label", "--exclude_participant_label",
+    "--session-label", "--session_label", "--session-id", "--session_id",
+    "-t", "--task", "--task-id", "--task_id",
+    "-d", "--derivatives",
+    "--classes", "--tabular-columns", "--tabular_columns", "--modalities",
+})
+
+
+def expand_multi_value_flags(argv: Sequence[str]) -> list[str]:
+    """``[--participant-label, 01, 02]`` -> ``[--participant-label, 01, --participant-label, 02]``.
+
+    A negative number is a value, not a flag; ``--`` ends option parsing as usual.
+    """
+    out: list[str] = []
+    flag: str | None = None
+    taken = 0
+    for i, token in enumerate(argv):
+        if token == "--":
+            out.extend(argv[i:])
+            return out
+        if token.startswith("-") and not _is_number(token):
+            flag, taken = (token, 0) if token in MULTI_VALUE_FLAGS else (None, 0)
+            out.append(token)
+            continue
+        if flag is not None:
+            if taken:
+                out.append(flag)
+            taken += 1
+        out.append(token)
+    return out
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def split_values(values: Sequence[str] | None) -> list[str]:
+    """Flatten repeated and comma-separated values: ``["01,02", "03"]`` -> ``["01", "02", "03"]``."""
+    result: list[str] = []
+    for value in values or []:
+        result.extend(v.strip() for v in value.split(",") if v.strip())
+    return result
+
+
+def read_label_values(values: Sequence[str] | None) -> list[str]:
+    """Participant labels from the command line; a value naming an existing file is a label list.
+
+    The execution spec allows ``--participant-label labels.txt`` with one label per line (blank
+    lines and ``#`` comments ignored; a participants.tsv-like file contributes its first column).
+    """
+    labels: list[str] = []
+    for value in split_values(values):
+        path = Path(value)
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if not line or line.lower().startswith("participant_id"):
+                    continue
+                labels.append(line.split("\t")[0].split()[0])
+        else:
+            labels.append(value)
+    return labels
+
+
+def parse_mem_gb(value: str | None) -> float | None:
+    """``16``/``16G``/``16GB`` -> 16.0; ``16000M``/``16000MB`` -> 16.0; ``1T`` -> 1000.0.
+
+    A bare number is read as GB, or as MB when it is above 1000 (fMRIPrep's ``--mem-mb`` habit).
+    """
+    if value is None:
+        return None
+    text = value.strip().upper().removesuffix("B")
+    units = {"G": 1.0, "M": 1e-3, "T": 1e3}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    number = float(text)
+    return number / 1000 if number > 1000 else number
+
+
+def parse_name_path(values: Sequence[str] | None) -> dict[str, Path]:
+    """``fmriprep=/data/fmriprep`` (or a bare path, named after its folder) -> ``{"fmriprep": Path}``."""
+    result: dict[str, Path] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep:
+            path, name = name, Path(name).name
+        result[name.strip()] = Path(path.strip())
+    return result

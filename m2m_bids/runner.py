@@ -1,0 +1,191 @@
+"""The glue between stages: one function per analysis level, each returning an exit code.
+
+``run(cfg)`` prepares the output directory and the process (logging, caches, seeds), validates
+and selects the input, then runs the level:
+
+* participant: preprocess every selected participant into the tensor cache (optionally writing
+  preprocessed derivatives) and, when a model bundle is given or present, apply it.
+* group: make sure every participant is preprocessed (cache hits are free), then train and
+  cross-validate the model.
+
+One participant's failure is reported and logged in ``sub-<id>/log/<run-id>/`` and the others go
+on; the exit code is non-zero at the end (``--stop-on-first-crash`` stops at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from m2m_bids import __version__
+from m2m_bids.bids.inputs import ParticipantInputs
+from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
+from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.runtime import configure_caches, configure_threads, setup_logging
+
+log = logging.getLogger("m2m_bids")
+
+
+@dataclass
+class Outcome:
+    """What happened to each participant, for the closing summary and the exit code."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, AppError] = field(default_factory=dict)
+
+    def fail(self, label: str, error: AppError, stop: bool) -> None:
+        self.failed[label] = error
+        log.error("sub-%s: %s", label, error.render())
+        if stop:
+            raise error
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if not self.failed:
+            return ExitCode.OK
+        codes = {err.code for err in self.failed.values()}
+        return codes.pop() if len(codes) == 1 else ExitCode.FAILURE
+
+
+def run(cfg: RunConfig) -> ExitCode:
+    """Run one BIDS-App invocation; never raises for user-facing problems (returns the code)."""
+    ex = cfg.execution
+    try:
+        _prepare_output(ex.output_dir)
+    except AppError as err:
+        logging.getLogger("m2m_bids").error(err.render())
+        return err.code
+    setup_logging(ex.verbosity, ex.output_dir / "logs" / cfg.run_id / "m2m.log")
+    started = time.monotonic()
+    log.info("m2m-bids %s, run %s, %s level", __version__, cfg.run_id, ex.analysis_level.value)
+    try:
+        configure_caches(ex.resolved_work_dir)
+        configure_threads(ex.threads)
+        seed_everything(ex.random_seed)
+        snapshot = cfg.save_snapshot()
+        log.info("configuration saved to %s", snapshot)
+        code = _run_level(cfg)
+    except AppError as err:
+        log.error(err.render())
+        code = err.code
+    except MemoryError:
+        log.error("out of memory; lower --nprocs/--batch-size or raise the job's memory, then re-run "
+                  "(finished work is cached and will not be redone)")
+        code = ExitCode.TEMP_FAIL
+    except Exception as err:  # CUDA OOM surfaces as RuntimeError subclasses
+        if "out of memory" in str(err).lower():
+            log.error("GPU out of memory (%s); lower --batch-size or --window-frames and re-run", err)
+            code = ExitCode.TEMP_FAIL
+        else:
+            raise
+    finally:
+        _finalise_outputs(cfg)
+    log.info("finished in %.1f s with exit code %d", time.monotonic() - started, int(code))
+    return code
+
+
+def _prepare_output(output_dir: Path) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".m2m-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise AppError(f"cannot create or write the output directory: {err.strerror}", ExitCode.CANT_CREATE,
+                       path=str(output_dir), hint="check permissions and that the volume is mounted writable") from err
+
+
+def _finalise_outputs(cfg: RunConfig) -> None:
+    """Always leave a valid derivatives root behind, even after a failure."""
+    from m2m_bids.bids.derivatives import DerivativesWriter
+
+    try:
+        writer = DerivativesWriter(cfg.execution.output_dir, bids_dir=cfg.execution.bids_dir, run_id=cfg.run_id)
+        writer.write_dataset_description()
+        writer.update_bidsignore([])
+    except OSError as err:
+        log.error("could not write dataset_description.json: %s", err)
+
+
+def _run_level(cfg: RunConfig) -> ExitCode:
+    from m2m_bids.bids.layout import collect_participants
+    from m2m_bids.bids.validator import validate_bids_dir
+
+    ex = cfg.execution
+    if ex.skip_bids_validation:
+        log.info("BIDS validation skipped (--skip-bids-validation)")
+    else:
+        report = validate_bids_dir(ex.bids_dir, ex.participant_label or None)
+        for warning in report.warnings[:20]:
+            log.debug("bids-validator warning: %s", warning)
+        report.raise_for_errors()
+        log.info("bids-validator: no errors (%d warnings)", len(report.warnings))
+    participants, problems = collect_participants(ex, cfg.preproc)
+    outcome = Outcome()
+    for problem in problems:
+        outcome.fail(problem.label, AppError(problem.message, problem.code, path=problem.path, hint=problem.hint),
+                     ex.stop_on_first_crash)
+    log.info("%d participant(s) selected: %s", len(participants) + len(problems),
+             ", ".join(f"sub-{p.label}" for p in participants) or "none usable")
+    if ex.analysis_level is AnalysisLevel.participant:
+        _participant_level(cfg, participants, outcome)
+    else:
+        _group_level(cfg, participants, outcome)
+    if outcome.failed:
+        log.error("%d participant(s) failed: %s (see sub-<id>/log/%s/)", len(outcome.failed),
+                  ", ".join(f"sub-{k}" for k in sorted(outcome.failed)), cfg.run_id)
+    return outcome.exit_code
+
+
+def _preprocess(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> list:
+    """Preprocess (or fetch from the cache) every participant; return the cache entries of those that worked."""
+    from m2m_bids.preproc.api import preprocess_participants
+
+    entries = []
+    for result in preprocess_participants(participants, cfg):
+        if result.error is not None:
+            outcome.fail(result.label, result.error, cfg.execution.stop_on_first_crash)
+            continue
+        outcome.done.append(result.label)
+        entries.extend(result.entries)
+    return entries
+
+
+def _participant_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:
+    entries = _preprocess(cfg, participants, outcome)
+    log.info("%d preprocessed sample(s) in the tensor cache %s", len(entries), cfg.execution.resolved_cache_dir)
+    bundle = _model_bundle(cfg)
+    if bundle is None:
+        log.info("no model bundle given (--model) or found in %s: preprocessing only",
+                 cfg.execution.output_dir / "models")
+        return
+    from m2m_bids.interpret.api import apply_model
+
+    for label, error in apply_model(bundle, entries, cfg).items():
+        outcome.fail(label, error, cfg.execution.stop_on_first_crash)
+
+
+def _model_bundle(cfg: RunConfig) -> Path | None:
+    """``--model PATH``, else the group model of this arch already in OUTPUT_DIR, else none."""
+    if cfg.execution.model is not None:
+        if not (cfg.execution.model / "model-card.json").is_file():
+            raise AppError("no model-card.json in the model bundle", ExitCode.NO_INPUT,
+                           path=str(cfg.execution.model), hint="point --model at a models/model-<arch>/ folder")
+        return cfg.execution.model
+    default = cfg.execution.output_dir / "models" / f"model-{cfg.model.arch}"
+    return default if (default / "model-card.json").is_file() else None
+
+
+def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:
+    from m2m_bids.bids.participants import read_participants
+    from m2m_bids.training.api import train_group
+
+    entries = _preprocess(cfg, participants, outcome)
+    if not entries:
+        raise AppError("no participant could be preprocessed, so there is nothing to train on",
+                       ExitCode.DATA_ERROR, hint="see the errors above and sub-<id>/log/")
+    phenotype = read_participants(cfg.execution.bids_dir)
+    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+    log.info("group model written to %s", getattr(result, "bundle_dir", cfg.execution.output_dir / "models"))

@@ -1,0 +1,98 @@
+"""Process-level set-up done once by the runner: logging, writable caches, thread counts, device.
+
+Kept out of import time on purpose (no side effects when a module is imported): the runner calls
+these functions after the configuration is validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+#: Variables pointing third-party caches somewhere writable: containers run with a read-only root
+#: (``docker run --read-only``, Apptainer SIF images) and HOME may be unwritable on clusters.
+CACHE_VARIABLES = ("MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "NUMBA_CACHE_DIR")
+
+
+def configure_caches(work_dir: Path) -> dict[str, str]:
+    """Point unset or unwritable cache variables at ``<work_dir>/.cache``; return what was set."""
+    changed: dict[str, str] = {}
+    for name in CACHE_VARIABLES:
+        current = os.environ.get(name)
+        if current and _writable(Path(current)):
+            continue
+        target = work_dir / ".cache" / name.lower()
+        target.mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(target)
+        changed[name] = str(target)
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype's version check phones home otherwise
+    return changed
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
+
+
+def configure_threads(n_threads: int) -> None:
+    """Limit BLAS/OpenMP/ITK/torch threads so ``--nprocs`` x ``--omp-nthreads`` fits the machine."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                 "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ[name] = str(n_threads)
+    import torch
+
+    torch.set_num_threads(n_threads)
+
+
+def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
+    """Console logging (rich when on a terminal) plus a full DEBUG log file for the run."""
+    level = logging.WARNING - 10 * (verbosity + 1)  # default INFO, -v DEBUG
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for handler in list(root.handlers):
+        if getattr(handler, "_m2m", False):
+            root.removeHandler(handler)
+    console: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        console = RichHandler(show_path=False, rich_tracebacks=verbosity > 0)
+        console.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+    console.setLevel(max(level, logging.DEBUG))
+    console._m2m = True  # type: ignore[attr-defined]
+    root.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        file_handler.setLevel(logging.DEBUG)
+        file_handler._m2m = True  # type: ignore[attr-defined]
+        root.addHandler(file_handler)
+    for noisy in ("nipype.workflow", "nipype.interface", "nipype.utils", "bids", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu`` (logged, so users see the fall-back)."""
+    import torch
+
+    log = logging.getLogger(__name__)
+    if requested == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        log.info("device: %s (auto)", device)
+        return device
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("--device %s requested but no CUDA device is visible (with Apptainer pass --nv, "
+                    "with Docker --gpus all); falling back to the CPU", requested)
+        return "cpu"
+    return requested
