@@ -181,6 +181,8 @@ class Train(_Section):
     checkpoint_every: int = Field(default=5, ge=1)
     resume: bool = False
     compile: bool = False
+    samples_per_run: int = Field(default=1, ge=1)  # random fMRI windows drawn per run per epoch
+    max_eval_windows: int | None = Field(default=None, ge=1)  # windows scored per run at evaluation; None: all
 
 
 class Interpret(_Section):

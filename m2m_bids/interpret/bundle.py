@@ -1,0 +1,160 @@
+"""Load a model bundle (``models/model-<arch>/``) for application, and refuse data it was not made for.
+
+A bundle is ``weights.safetensors`` + ``model-card.json`` (written by
+:func:`m2m_bids.training.outputs.write_bundle`). Nothing is unpickled: the network is rebuilt from
+the card's ``model.config`` with :func:`m2m_bids.models.create_model` and the tensors are read from
+safetensors, whose SHA-256 is checked against the card.
+
+Two checks protect the user from numbers that look right and are not:
+
+* preprocessing: a model trained on 3 mm, 6 mm-smoothed tensors says nothing reliable about 2 mm
+  unsmoothed ones. Every preprocessing parameter that changes the tensors must match (exit 65).
+* leakage: a participant the final model was trained on gets an optimistic prediction; applying to
+  one is refused (exit 65) unless ``allow_training_participants`` is set, and then flagged in the
+  outputs (``in_training_set``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from m2m_bids.exitcodes import AppError, ExitCode
+
+log = logging.getLogger(__name__)
+
+#: Preprocessing fields that do not change the cached tensors (only which runs are accepted).
+PREPROC_IGNORED = frozenset({"min_volumes"})
+
+
+@dataclass
+class Bundle:
+    """A loaded model with its card."""
+
+    path: Path
+    card: dict[str, Any]
+    model: nn.Module
+
+    @property
+    def arch(self) -> str:
+        return str(self.card.get("arch", self.model.config.arch))  # type: ignore[attr-defined]
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.card["classes"]]
+
+    @property
+    def model_id(self) -> str:
+        """``<arch>@<first 12 hex of the weights' SHA-256>``: names the exact weights used."""
+        digest = str(self.card.get("weights", {}).get("sha256", ""))[:12]
+        return f"{self.arch}@{digest}" if digest else self.arch
+
+    @property
+    def training_participants(self) -> set[str]:
+        """Participants whose data trained the final model (its train and validation sets)."""
+        final = (self.card.get("splits") or {}).get("final") or {}
+        ids = list(final.get("train", [])) + list(final.get("val", []))
+        return {p[4:] if str(p).startswith("sub-") else str(p) for p in ids}
+
+    @property
+    def preproc(self) -> dict[str, Any]:
+        return dict(self.card.get("preproc") or {})
+
+
+def read_card(bundle_dir: Path) -> dict[str, Any]:
+    """The parsed model card, with a clear error when it is missing or broken."""
+    path = Path(bundle_dir) / "model-card.json"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise AppError("the model bundle has no model-card.json", ExitCode.NO_INPUT, path=str(path),
+                       hint="point --model at a models/model-<arch>/ folder written by the group level") from err
+    except json.JSONDecodeError as err:
+        raise AppError(f"model-card.json is not valid JSON ({err})", ExitCode.DATA_ERROR, path=str(path),
+                       hint="re-run the group level to rewrite the bundle") from err
+    for key in ("model", "classes"):
+        if key not in card:
+            raise AppError(f"model-card.json lacks the {key!r} entry", ExitCode.DATA_ERROR, path=str(path),
+                           hint="the bundle was written by an incompatible version; retrain it")
+    return card
+
+
+def load_bundle(bundle_dir: Path, device: str | torch.device = "cpu") -> Bundle:
+    """Rebuild the network from the card and load its weights (checksum verified)."""
+    from safetensors.torch import load_file
+
+    from m2m_bids.models import create_model
+
+    bundle_dir = Path(bundle_dir)
+    card = read_card(bundle_dir)
+    weights = bundle_dir / str(card.get("weights", {}).get("file", "weights.safetensors"))
+    if not weights.is_file():
+        raise AppError("the model bundle has no weights file", ExitCode.NO_INPUT, path=str(weights),
+                       hint="copy the whole models/model-<arch>/ folder")
+    expected = card.get("weights", {}).get("sha256")
+    if expected and hashlib.sha256(weights.read_bytes()).hexdigest() != expected:
+        raise AppError("the weights do not match the checksum in model-card.json", ExitCode.DATA_ERROR,
+                       path=str(weights), hint="the file is corrupt or from another bundle; copy it again")
+    config = dict(card["model"].get("config", card["model"]))
+    try:
+        model = create_model(**config)
+        model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise AppError(f"the weights do not fit the architecture in the card: {err}", ExitCode.DATA_ERROR,
+                       path=str(weights), hint="retrain the bundle with this version of m2m-bids") from err
+    model.to(torch.device(device)).eval()
+    log.info("loaded model %s from %s", card.get("arch"), bundle_dir)
+    return Bundle(bundle_dir, card, model)
+
+
+def preproc_differences(card_preproc: dict[str, Any], used: dict[str, Any]) -> list[str]:
+    """Human-readable ``name: model=<a>, data=<b>`` for every tensor-changing parameter that differs."""
+    diffs = []
+    for key in sorted(set(card_preproc) | set(used)):
+        if key in PREPROC_IGNORED or key not in card_preproc or key not in used:
+            continue
+        a, b = _norm(card_preproc[key]), _norm(used[key])
+        if a != b:
+            diffs.append(f"{key}: model={card_preproc[key]!r}, data={used[key]!r}")
+    return diffs
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def check_entry(bundle: Bundle, entry: Any, run_preproc: dict[str, Any]) -> None:
+    """Refuse (exit 65) cached tensors that were not preprocessed as the model's training data.
+
+    ``run_preproc`` are the parameters of this run (they are part of the cache key, so they
+    describe the cached tensors); parameters stored in the entry's metadata win where present.
+    The tensor shape is checked against the model's input size too.
+    """
+    from m2m_bids.interpret.inference import meta_value
+
+    used = dict(run_preproc)
+    stored = meta_value(entry, "preproc")
+    if isinstance(stored, dict):
+        used.update(stored)
+    diffs = preproc_differences(bundle.preproc, used)
+    img_size = tuple(bundle.model.config.img_size)  # type: ignore[attr-defined]
+    shape = tuple(np.shape(entry.load("smri" if "smri" in bundle.model.config.modalities else "fmri"))[:3])  # type: ignore[attr-defined]
+    if shape != img_size:
+        diffs.append(f"grid_shape: model={list(img_size)}, data={list(shape)}")
+    if diffs:
+        raise AppError("the cached tensors were preprocessed differently from the model's training data ("
+                       + "; ".join(diffs) + ")", ExitCode.DATA_ERROR, path=str(getattr(entry, "path", "")),
+                       hint="re-run the participant level with the model card's preprocessing options "
+                            "(see 'preproc' in model-card.json), e.g. --config-file with those values")

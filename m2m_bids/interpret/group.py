@@ -1,0 +1,153 @@
+"""Group-level explanations after training: mean maps per class, top regions per class (Fig. 3), t-SNE (Fig. 5).
+
+``write_group_interpretation(bundle_dir, entries, cfg)`` runs the final model over every cached
+sample, averages the relative-to-uniform attention and saliency maps within each true class, ranks
+atlas regions per class and modality, embeds the modality latents with t-SNE, and writes
+``group/`` files plus ``group.html``.
+
+Caveat, stated in the outputs: the final model was trained on these participants, so the maps
+show what it learned from them (in-sample), not a validated finding about new participants.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from m2m_bids.config import RunConfig
+from m2m_bids.interpret.atlas_tables import parcellate
+from m2m_bids.interpret.bundle import load_bundle
+from m2m_bids.interpret.inference import RunScores, meta_value, score_run
+from m2m_bids.interpret.maps import relative_to_uniform, smooth, to_nifti, upsample_tokens, voxel_size
+from m2m_bids.interpret.participant import MODALITY_DESC, SALIENCY_FWHM_MM, SCALE_NOTE
+from m2m_bids.interpret.predictions import write_tsv
+from m2m_bids.interpret.tsne import embed_latents
+from m2m_bids.io_utils import atomic_path, write_json_atomic
+from m2m_bids.reports import figures as figs
+from m2m_bids.reports.group import GroupMap, render_group
+
+log = logging.getLogger(__name__)
+
+
+def true_labels(bids_dir: Path, card: dict[str, Any], participants: list[str]) -> dict[str, str]:
+    """Class names from participants.tsv, derived with the card's label column/rule (unlabelled left out)."""
+    from m2m_bids.training.labels import derive_labels
+
+    path = bids_dir / "participants.tsv"
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a", ""])
+    table.index = [s[4:] if s.startswith("sub-") else s for s in table.pop("participant_id").astype(str)]
+    table = table.apply(_numeric_if_possible)
+    labels = derive_labels(table, participants, label_column=str(card.get("label_column", "diagnosis")),
+                           classes=[str(c) for c in card["classes"]], label_rule=card.get("label_rule"))
+    return {p: labels.classes[int(i)] for p, i in labels.y.items()}
+
+
+def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    """Numbers where every present value is one (label rules compare ages, scores...), else text."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers if numbers.notna().sum() == column.notna().sum() else column
+
+
+def _sample_maps(scores: list[RunScores], shape: tuple[int, int, int], affine: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+    """Relative-to-uniform maps of one sample: ``(stat, modality) -> volume``."""
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for modality in MODALITY_DESC:
+        att = [s.spatial_attention[modality] for s in scores if modality in s.spatial_attention]
+        if att:
+            out[("attention", modality)] = upsample_tokens(np.mean(att, axis=0), shape)
+        sal = [s.saliency[modality] for s in scores if modality in s.saliency]
+        if sal:
+            out[("saliency", modality)] = relative_to_uniform(smooth(np.mean(sal, axis=0), SALIENCY_FWHM_MM,
+                                                                     voxel_size(affine)))
+    return out
+
+
+def _latent_rows(pid: str, sid: str, label: str, scores: list[RunScores]) -> list[dict[str, Any]]:
+    rows = []
+    for modality in scores[0].latents:
+        vec = np.mean([s.latents[modality] for s in scores if modality in s.latents], axis=0)
+        rows.append({"participant_id": pid, "session_id": sid, "modality": modality, "label": label, "vector": vec})
+    return rows
+
+
+def write_group_interpretation(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> Path:
+    """Write the group explanations under ``OUTPUT_DIR/group/`` and ``OUTPUT_DIR/group.html``."""
+    from m2m_bids.interpret.api import build_context, participant_of, resolve_device, session_of, tabular_features
+
+    device = resolve_device(cfg.execution.device)
+    bundle = load_bundle(Path(bundle_dir), device)
+    ctx = build_context(bundle, entries, cfg)
+    group_dir = cfg.execution.output_dir / "group"
+    samples: dict[tuple[str, str | None], list[Any]] = defaultdict(list)
+    for entry in entries:
+        samples[(participant_of(entry), session_of(entry))].append(entry)
+    participants = sorted({p for p, _ in samples})
+    labels = true_labels(cfg.execution.bids_dir, bundle.card, participants)
+    features = tabular_features(bundle, cfg.execution.bids_dir, participants)
+    affine = np.asarray(meta_value(entries[0], "affine"), dtype=float)
+    shape = ctx.atlas.grid.shape
+    sums: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+    latent_rows: list[dict[str, Any]] = []
+    for (p, s), members in sorted(samples.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        scores = [score_run(bundle.model, e, tabular=features[p], saliency=cfg.interpret.saliency,
+                            max_saliency_windows=1, device=device) for e in members]
+        label = labels.get(p, "unlabelled")
+        if p in labels:
+            for (stat, modality), vol in _sample_maps(scores, shape, affine).items():
+                sums[(label, stat, modality)].append(vol)
+        latent_rows += _latent_rows(f"sub-{p}", f"ses-{s}" if s else "n/a", label, scores)
+    maps, top_rows = [], []
+    for (label, stat, modality), vols in sorted(sums.items()):
+        maps.append(_write_class_map(ctx, group_dir, label, stat, modality, np.mean(vols, axis=0), affine, len(vols)))
+        table = parcellate(maps[-1].volume, ctx.atlas.grid, ctx.atlas.labels, ctx.top_k)
+        best = table[table["top"]].assign(**{"class": label, "modality": MODALITY_DESC[modality][0], "stat": stat})
+        top_rows.append(best[["class", "modality", "stat", "rank", "index", "name", "mean", "n_voxels"]])
+    top = pd.concat(top_rows, ignore_index=True) if top_rows else pd.DataFrame()
+    top_path = group_dir / f"atlas-{ctx.atlas.name}_desc-topregions_table.tsv"
+    write_tsv(top_path, top)
+    write_json_atomic(top_path.with_suffix(".json"), {
+        "Description": f"top {ctx.top_k} atlas regions per true class, modality and method (mean of each "
+                       "participant's relative-to-uniform map); in-sample: the final model was trained on them",
+        "Atlas": ctx.atlas.name, "AtlasLicense": ctx.atlas.licence, "AtlasCitation": ctx.atlas.citation,
+        "Scale": SCALE_NOTE, "ModelID": bundle.model_id})
+    tsne_fig = _write_tsne(group_dir, latent_rows, cfg.execution.random_seed)
+    render_group(cfg.execution.output_dir, bundle.model_id, maps, top, tsne_fig)
+    return group_dir
+
+
+def _write_class_map(ctx: Any, group_dir: Path, label: str, stat: str, modality: str, volume: np.ndarray,
+                     affine: np.ndarray, n: int) -> GroupMap:
+    desc = MODALITY_DESC[modality][0]
+    clean = "".join(ch for ch in label if ch.isalnum())
+    stem = f"class-{clean}_space-{ctx.template}_res-{ctx.res}_stat-{stat}_desc-{desc}_statmap"
+    img = to_nifti(volume, affine, f"group {stat} {desc} {label}")
+    with atomic_path(group_dir / f"{stem}.nii.gz") as tmp:
+        img.to_filename(tmp)
+    write_json_atomic(group_dir / f"{stem}.json", {"Description": f"mean {stat} map of the {n} participant(s) of "
+                                                                  f"class {label} ({desc})",
+                                                   "Scale": SCALE_NOTE, "N": n, "ModelID": ctx.bundle.model_id})
+    title = f"{label} · {stat} · {desc} (n={n})"
+    fig = figs.save_figure(figs.stat_map_figure(img, title), group_dir / "figures" / f"{stem}.png")
+    return GroupMap(title=title, figure=fig, volume=volume)
+
+
+def _write_tsne(group_dir: Path, rows: list[dict[str, Any]], seed: int) -> Path | None:
+    if not rows:
+        return None
+    coords, perplexity = embed_latents(pd.DataFrame(rows), seed=seed)
+    path = group_dir / "desc-tsne_latents.tsv"
+    write_tsv(path, coords)
+    write_json_atomic(path.with_suffix(".json"), {
+        "Description": "2-D t-SNE of the pooled modality latents (one point per sample and modality)",
+        "Perplexity": perplexity, "RandomSeed": seed,
+        "Columns": {"modality": "which encoder's latent", "label": "true class (unlabelled if none)"}})
+    if coords["tsne_1"].isna().all():
+        return None
+    return figs.save_figure(figs.tsne_figure(coords), group_dir / "figures" / "desc-tsne_latents.png")

@@ -1,0 +1,133 @@
+"""Run a trained model over every window of one cached run and collect what the explanations need.
+
+A run is scored window by window exactly as the group-level evaluation does
+(:func:`m2m_bids.training.data.eval_starts`: back-to-back windows plus one ending at the last
+frame), so a participant applied later gets the same prediction as in cross-validation. Logits,
+attention and latents are averaged over windows; per-window temporal attention is kept for the
+brain states. Saliency needs a backward pass per window, so it runs on at most
+``max_saliency_windows`` windows spread over the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from m2m_bids.interpret.saliency import input_gradient
+from m2m_bids.training.data import eval_starts
+
+log = logging.getLogger(__name__)
+
+
+def meta_value(entry: Any, key: str, default: Any = None) -> Any:
+    """A field of a cache entry's metadata (a dict or an object)."""
+    meta = entry.meta
+    if isinstance(meta, dict):
+        return meta.get(key, default)
+    return getattr(meta, key, default)
+
+
+@dataclass
+class RunScores:
+    """Everything one run produced; arrays are on the model grid / token grid."""
+
+    logits: np.ndarray  # (C,) mean over windows
+    window_logits: np.ndarray  # (W, C)
+    starts: list[int]
+    n_frames: int
+    spatial_attention: dict[str, np.ndarray] = field(default_factory=dict)  # m -> (h,w,d) or (l,)
+    temporal_attention: list[np.ndarray] = field(default_factory=list)  # per window (T,)
+    latents: dict[str, np.ndarray] = field(default_factory=dict)  # m -> (C,)
+    saliency: dict[str, np.ndarray] = field(default_factory=dict)  # m -> (X,Y,Z)
+    saliency_temporal: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (start, (T,))
+    saliency_tabular: np.ndarray | None = None
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.starts)
+
+
+def _window(fmri: np.ndarray, start: int, frames: int) -> np.ndarray:
+    chunk = np.asarray(fmri[..., start:start + frames], dtype=np.float32)
+    if chunk.shape[-1] < frames:
+        chunk = np.concatenate([chunk, np.repeat(chunk[..., -1:], frames - chunk.shape[-1], axis=-1)], axis=-1)
+    return chunk
+
+
+def _batch(entry: Any, modalities: tuple[str, ...], starts: list[int], frames: int,
+           tabular: np.ndarray | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """Forward keyword arguments for the windows starting at ``starts``."""
+    inputs: dict[str, torch.Tensor] = {}
+    b = len(starts)
+    if "fmri" in modalities:
+        fmri = entry.load("fmri")
+        stack = np.stack([_window(fmri, s, frames) for s in starts])[:, None]
+        inputs["fmri"] = torch.from_numpy(stack).to(device)
+    if "smri" in modalities:
+        smri = np.asarray(entry.load("smri"), dtype=np.float32)[None, None, ..., None]
+        inputs["smri"] = torch.from_numpy(np.repeat(smri, b, axis=0)).to(device)
+    if "tabular" in modalities:
+        row = np.zeros((1, 0), np.float32) if tabular is None else np.asarray(tabular, np.float32)[None]
+        inputs["tabular"] = torch.from_numpy(np.repeat(row, b, axis=0)).to(device)
+    return inputs
+
+
+def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None, batch_size: int = 4,
+              saliency: bool = True, max_saliency_windows: int = 4, saliency_method: str = "gradient",
+              device: torch.device | str = "cpu") -> RunScores:
+    """Predict, and collect attention, latents and saliency for one cache entry (one run)."""
+    device = torch.device(device)
+    cfg = model.config  # type: ignore[attr-defined]
+    modalities = tuple(cfg.modalities)
+    frames = int(cfg.frames)
+    n_frames = int(entry.load("fmri").shape[-1]) if "fmri" in modalities else 1
+    starts = eval_starts(n_frames, frames, None) if "fmri" in modalities else [0]
+    model.eval()
+    logits, spatial, temporal, latents = [], {}, [], {}
+    with torch.inference_mode():
+        for i in range(0, len(starts), batch_size):
+            chunk = starts[i:i + batch_size]
+            out = model(**_batch(entry, modalities, chunk, frames, tabular, device))
+            logits.append(out.logits.float().cpu().numpy())
+            for m, a in out.spatial_attention.items():
+                spatial.setdefault(m, []).append(a.float().cpu().numpy())
+            if out.temporal_attention is not None:
+                temporal.extend(out.temporal_attention.float().cpu().numpy())
+            for m, z in out.latents.items():
+                latents.setdefault(m, []).append(z.float().cpu().numpy())
+    window_logits = np.concatenate(logits)
+    scores = RunScores(logits=window_logits.mean(0), window_logits=window_logits, starts=starts, n_frames=n_frames,
+                       spatial_attention={m: np.concatenate(v).mean(0) for m, v in spatial.items()},
+                       temporal_attention=temporal,
+                       latents={m: np.concatenate(v).mean(0) for m, v in latents.items()})
+    if saliency:
+        _add_saliency(model, entry, scores, modalities, frames, tabular, batch_size, max_saliency_windows,
+                      saliency_method, device)
+    return scores
+
+
+def _add_saliency(model: nn.Module, entry: Any, scores: RunScores, modalities: tuple[str, ...], frames: int,
+                  tabular: np.ndarray | None, batch_size: int, max_windows: int, method: str,
+                  device: torch.device) -> None:
+    """Input x gradient of the run's predicted class, averaged over up to ``max_windows`` windows."""
+    target = int(np.argmax(scores.logits))
+    pick = np.unique(np.linspace(0, len(scores.starts) - 1, min(max_windows, len(scores.starts))).round().astype(int))
+    chosen = [scores.starts[i] for i in pick]
+    sums: dict[str, np.ndarray] = {}
+    tab_sum = None
+    for i in range(0, len(chosen), batch_size):
+        chunk = chosen[i:i + batch_size]
+        res = input_gradient(model, _batch(entry, modalities, chunk, frames, tabular, device), target, method)
+        for m, vol in res.spatial.items():
+            sums[m] = sums.get(m, 0) + vol
+        if res.temporal is not None:
+            scores.saliency_temporal.extend(zip(chunk, res.temporal))
+        if res.tabular is not None:
+            tab_sum = res.tabular if tab_sum is None else tab_sum + res.tabular
+    scores.saliency = {m: v / len(chosen) for m, v in sums.items()}
+    scores.saliency_tabular = None if tab_sum is None else tab_sum / len(chosen)

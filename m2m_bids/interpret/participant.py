@@ -1,0 +1,247 @@
+"""Apply a loaded bundle to one participant: predictions, maps, atlas tables, brain states, figures.
+
+Called by :func:`m2m_bids.interpret.api.apply_model` once per participant (all of its cached runs).
+Everything is aggregated per session (the unit a prediction is about); fMRI maps are per task, the
+temporal scores and brain states per run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from m2m_bids.interpret.atlas_tables import parcellate, top_regions
+from m2m_bids.interpret.brain_states import brain_states, states_table, stitch_frame_scores
+from m2m_bids.interpret.bundle import Bundle
+from m2m_bids.interpret.inference import RunScores, meta_value
+from m2m_bids.interpret.maps import relative_to_uniform, smooth, to_nifti, upsample_tokens, voxel_size
+from m2m_bids.interpret.naming import Namer
+from m2m_bids.interpret.predictions import write_tsv
+from m2m_bids.io_utils import write_json_atomic, write_text_atomic
+from m2m_bids.reports import figures as figs
+from m2m_bids.reports.participant import MapView, SessionView, StateView
+
+log = logging.getLogger(__name__)
+
+#: Smoothing of gradient maps (the preprocessing's 6 mm FWHM: no finer detail exists in the input).
+SALIENCY_FWHM_MM = 6.0
+#: What each stored modality is called in file names (``desc-``) and datatype folders.
+MODALITY_DESC = {"smri": ("T1w", "anat"), "fmri": ("bold", "func")}
+SCALE_NOTE = "relative to uniform: 1 = the score of every voxel if the model weighed all voxels equally"
+
+
+@dataclass
+class AtlasGrid:
+    """An atlas resampled onto the model grid, with what its sidecars must say about it."""
+
+    name: str
+    labels: pd.DataFrame  # index, name
+    grid: np.ndarray  # (X, Y, Z) int labels
+    licence: str = ""
+    citation: str = ""
+
+
+@dataclass
+class Context:
+    """What every participant's application shares."""
+
+    bundle: Bundle
+    atlas: AtlasGrid
+    output_dir: Path
+    template: str
+    res: str
+    top_k: int
+    n_states: int
+    in_training: set[str] = field(default_factory=set)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def prediction_rows(label: str, session: str | None, runs: list[tuple[Any, RunScores]], ctx: Context) -> pd.DataFrame:
+    """Session row (mean logits over every window of every run: the prediction to use) + one row per run."""
+    classes = ctx.bundle.classes
+    rows = []
+
+    def row(scope: str, task: Any, run: Any, logits: np.ndarray, n_windows: int) -> dict[str, Any]:
+        prob = softmax(logits)
+        out = {"participant_id": f"sub-{label}", "session_id": f"ses-{session}" if session else "n/a",
+               "scope": scope, "task": task or "n/a", "run": run if run is not None else "n/a",
+               "n_windows": n_windows, "predicted_label": classes[int(prob.argmax())]}
+        out.update({f"prob_{c}": float(prob[i]) for i, c in enumerate(classes)})
+        out.update({"model_id": ctx.bundle.model_id, "in_training_set": label in ctx.in_training})
+        return out
+
+    all_windows = np.concatenate([s.window_logits for _, s in runs])
+    rows.append(row("session", None, None, all_windows.mean(0), len(all_windows)))
+    for entry, scores in runs:
+        rows.append(row("run", meta_value(entry, "task"), meta_value(entry, "run"), scores.logits, scores.n_windows))
+    return pd.DataFrame(rows)
+
+
+def _weighted_mean(items: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    total = sum(w for _, w in items)
+    return sum(a * w for a, w in items) / max(total, 1)
+
+
+def _map_sidecar(ctx: Context, method: str, modality: str, sources: list[str]) -> dict[str, Any]:
+    what = ("spatial co-attention of the fusion latents over this modality's tokens, upsampled from the "
+            "token grid" if method == "attention" else
+            f"|gradient| of the predicted class logit w.r.t. the input, smoothed with {SALIENCY_FWHM_MM:g} mm FWHM")
+    return {"Description": f"{what} ({MODALITY_DESC[modality][0]})", "Scale": SCALE_NOTE,
+            "Resolution": f"{ctx.res.replace('p', '.')} mm isotropic MNI grid of the model", "Method": method,
+            "ModelID": ctx.bundle.model_id, "Space": ctx.template, "Sources": sources}
+
+
+def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray, method: str, modality: str,
+              task: str | None, sources: list[str]) -> MapView:
+    """NIfTI + sidecar, atlas table + sidecar, and the figure of one map."""
+    desc, datatype = MODALITY_DESC[modality]
+    ents = {"task": task, "space": ctx.template, "res": ctx.res, "stat": method, "desc": desc}
+    nii = namer.path(datatype, "statmap", ".nii.gz", **ents)
+    img = to_nifti(volume, affine, f"m2m {method} {desc}")
+    from m2m_bids.io_utils import atomic_path
+
+    with atomic_path(nii) as tmp:
+        img.to_filename(tmp)
+    write_json_atomic(nii.with_name(nii.name.replace(".nii.gz", ".json")), _map_sidecar(ctx, method, modality, sources))
+    table = parcellate(volume, ctx.atlas.grid, ctx.atlas.labels, ctx.top_k)
+    tsv = namer.path(datatype, "table", ".tsv", task=task, space=ctx.template, atlas=ctx.atlas.name,
+                     res=ctx.res, stat=method, desc=desc)
+    write_tsv(tsv, table)
+    write_json_atomic(tsv.with_suffix(".json"), {
+        "Description": f"mean {method} score per atlas region ({desc}); rank 1 = highest mean",
+        "Atlas": ctx.atlas.name, "AtlasLicense": ctx.atlas.licence, "AtlasCitation": ctx.atlas.citation,
+        "Scale": SCALE_NOTE, "TopK": ctx.top_k, "TopRegions": top_regions(table, ctx.top_k),
+        "ModelID": ctx.bundle.model_id, "Sources": [nii.name],
+        "Columns": {"index": "atlas label value", "name": "region name", "n_voxels": "model-grid voxels in the region",
+                    "mean": "mean score in the region", "max": "highest voxel score", "rank": "1 = highest mean",
+                    "top": f"true for the {ctx.top_k} best-ranked regions"}})
+    title = f"{method} · {desc}" + (f" · task-{task}" if task else "")
+    fig_path = namer.figure("statmap", task=task, stat=method, desc=desc)
+    figs.save_figure(figs.stat_map_figure(img, title), fig_path)
+    return MapView(title=title, figure=fig_path, table=table[table["top"]].copy(), nifti=nii, tsv=tsv)
+
+
+def session_maps(ctx: Context, namer: Namer, runs: list[tuple[Any, RunScores]]) -> list[MapView]:
+    """Attention maps (when the model has co-attention) and saliency maps, per modality (fMRI per task)."""
+    affine = np.asarray(meta_value(runs[0][0], "affine"), dtype=float)
+    shape = ctx.atlas.grid.shape
+    views = []
+    groups: dict[tuple[str, str | None], list[tuple[Any, RunScores]]] = defaultdict(list)
+    for entry, scores in runs:
+        for modality in MODALITY_DESC:
+            if modality in scores.spatial_attention or modality in scores.saliency:
+                groups[(modality, meta_value(entry, "task") if modality == "fmri" else None)].append((entry, scores))
+    for (modality, task), members in sorted(groups.items(), key=lambda kv: (kv[0][0] != "smri", str(kv[0][1]))):
+        sources = sorted({Path(str(getattr(e, "path", ""))).name for e, _ in members})
+        if all(modality in s.spatial_attention for _, s in members):
+            tokens = _weighted_mean([(s.spatial_attention[modality], s.n_windows) for _, s in members])
+            views.append(write_map(ctx, namer, upsample_tokens(tokens, shape), affine, "attention", modality,
+                                   task, sources))
+        if all(modality in s.saliency for _, s in members):
+            raw = _weighted_mean([(s.saliency[modality], 1) for _, s in members])
+            mask = _mask(members[0][0], shape)
+            vol = relative_to_uniform(smooth(raw, SALIENCY_FWHM_MM, voxel_size(affine)), mask)
+            views.append(write_map(ctx, namer, vol, affine, "saliency", modality, task, sources))
+    return views
+
+
+def _mask(entry: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    try:
+        mask = np.asarray(entry.load("mask")) > 0
+    except (KeyError, FileNotFoundError, ValueError):
+        return None
+    return mask if mask.shape == tuple(shape) and mask.any() else None
+
+
+def frame_scores(scores: RunScores) -> tuple[np.ndarray, str] | None:
+    """Per-frame temporal score of a run and its source: co-attention, else fMRI saliency over time."""
+    if scores.temporal_attention:
+        return stitch_frame_scores(scores.n_frames, scores.starts, scores.temporal_attention), "attention"
+    if scores.saliency_temporal:
+        starts = [s for s, _ in scores.saliency_temporal]
+        norm = [v / v.sum() if v.sum() > 0 else np.full_like(v, 1 / len(v)) for _, v in scores.saliency_temporal]
+        return stitch_frame_scores(scores.n_frames, starts, norm), "saliency"
+    return None
+
+
+def run_states(ctx: Context, namer: Namer, entry: Any, scores: RunScores) -> StateView | None:
+    """Temporal scores TSV, brain-state table, connectivity matrices and figures of one run."""
+    found = frame_scores(scores)
+    if found is None:
+        return None
+    per_frame, source = found
+    task, run = meta_value(entry, "task"), meta_value(entry, "run")
+    run = None if run is None else str(run)
+    tr = meta_value(entry, "repetition_time")
+    tr = float(tr) if tr else None
+    frames = pd.DataFrame({"frame": np.arange(scores.n_frames),
+                           "onset": np.arange(scores.n_frames) * tr if tr else np.nan, "score": per_frame})
+    ts = namer.path("func", "timeseries", ".tsv", task=task, run=run, stat=source, desc="temporal")
+    write_tsv(ts, frames)
+    write_json_atomic(ts.with_suffix(".json"), {
+        "Description": f"per-frame temporal {source} score; 1 = the average of the model window it fell in",
+        "RepetitionTime": tr, "WindowStarts": scores.starts, "WindowFrames": int(ctx.bundle.model.config.frames),
+        "Source": source, "ModelID": ctx.bundle.model_id})
+    bold = np.asarray(entry.load("fmri"), dtype=np.float32)
+    states = brain_states(per_frame, bold, ctx.atlas.grid, ctx.atlas.labels, n_states=ctx.n_states,
+                          segment_frames=int(ctx.bundle.model.config.frames))
+    table = states_table(states, tr)
+    st = namer.path("func", "table", ".tsv", task=task, run=run, space=ctx.template, atlas=ctx.atlas.name, stat=source,
+                    desc="brainstates")
+    write_tsv(st, table)
+    write_json_atomic(st.with_suffix(".json"), {
+        "Description": "top temporal-score moments (brain states) and the frames their connectivity uses",
+        "Atlas": ctx.atlas.name, "AtlasLicense": ctx.atlas.licence, "ModelID": ctx.bundle.model_id})
+    figures = []
+    for s in states:
+        rel = namer.path("func", "relmat", ".tsv", task=task, run=run, space=ctx.template, atlas=ctx.atlas.name,
+                         stat="pearsoncorrelation", desc=f"state{s.state}")
+        write_text_atomic(rel, s.connectivity.to_csv(sep="\t", na_rep="n/a", float_format="%.4f", index_label="region"))
+        title = f"state {s.state}: frames {s.start_frame}-{s.stop_frame - 1} (peak {s.peak_frame})"
+        fig = namer.figure("relmat", task=task, run=run, desc=f"state{s.state}")
+        figures.append((title, figs.save_figure(figs.connectivity_figure(s.connectivity, title), fig)))
+    tfig = namer.figure("timeseries", task=task, run=run, desc="temporal")
+    figs.save_figure(figs.temporal_figure(per_frame, tr, [s.peak_frame for s in states], f"temporal {source}"), tfig)
+    label = f"task-{task}" + (f" run-{run}" if run else "")
+    return StateView(title=label, source=source, temporal_figure=tfig, table=table, connectivity=figures)
+
+
+def apply_session(ctx: Context, label: str, session: str | None, runs: list[tuple[Any, RunScores]]) -> SessionView:
+    """Every output of one session; returns what the HTML report shows."""
+    namer = Namer(ctx.output_dir, label, session)
+    preds = prediction_rows(label, session, runs, ctx)
+    path = namer.path(None, "predictions", ".tsv", desc=ctx.bundle.arch)
+    write_tsv(path, preds)
+    classes = ctx.bundle.classes
+    tab = [s.saliency_tabular for _, s in runs if s.saliency_tabular is not None]
+    names = (ctx.bundle.card.get("tabular") or {}).get("feature_names") or []
+    write_json_atomic(path.with_suffix(".json"), {
+        "Description": "predicted class and class probabilities; the 'session' row averages the logits of "
+                       "every window of every run and is the prediction to use",
+        "ModelID": ctx.bundle.model_id, "Arch": ctx.bundle.arch, "Classes": classes,
+        "PreprocessingParameters": ctx.bundle.preproc, "CacheKeys": [str(getattr(e, "key", "")) for e, _ in runs],
+        "InTrainingSet": label in ctx.in_training,
+        "TabularSaliency": dict(zip(names, np.mean(tab, axis=0).round(6).tolist())) if tab and names else None})
+    session_row = preds.iloc[0].to_dict()
+    probs = {c: float(session_row[f"prob_{c}"]) for c in classes}
+    prob_fig = figs.save_figure(figs.probability_figure(probs, str(session_row["predicted_label"])),
+                                namer.figure("predictions", desc=ctx.bundle.arch))
+    maps = session_maps(ctx, namer, runs)
+    states = [v for e, s in runs if (v := run_states(ctx, namer, e, s)) is not None]
+    return SessionView(session=session, prediction=session_row, probabilities=probs, probability_figure=prob_fig,
+                       maps=maps, states=states, predictions_tsv=path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))

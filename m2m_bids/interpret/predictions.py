@@ -1,0 +1,56 @@
+"""The dataset-level ``predictions.tsv``: merged safely by parallel participant jobs.
+
+Kept free of torch and the neuroimaging stack so it stays cheap to import (tests spawn workers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from m2m_bids.io_utils import file_lock, write_json_atomic, write_text_atomic
+
+PREDICTIONS_SIDECAR = {
+    "participant_id": {"Description": "participant label"},
+    "session_id": {"Description": "session label, n/a when the dataset has no sessions"},
+    "predicted_label": {"Description": "class with the highest probability"},
+    "n_windows": {"Description": "fMRI windows averaged (every window of every run of the session)"},
+    "model_id": {"Description": "<arch>@<first 12 hex digits of the weights' SHA-256>"},
+    "in_training_set": {"Description": "true if the participant trained the final model (optimistic prediction)"},
+}
+
+
+def write_tsv(path: Path, table: pd.DataFrame) -> Path:
+    """TSV with ``n/a`` for missing values (BIDS), written atomically."""
+    return write_text_atomic(path, table.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g"))
+
+
+def _text(value: object) -> str:
+    """One cell as written: floats to 6 significant digits, missing as ``n/a`` (stable across merges)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def update_predictions(output_dir: Path, rows: pd.DataFrame, classes: list[str]) -> Path:
+    """Merge ``rows`` into ``OUTPUT_DIR/predictions.tsv`` under a lock (parallel jobs keep every row)."""
+    path = output_dir / "predictions.tsv"
+    rows = rows.apply(lambda col: col.map(_text))
+    with file_lock(output_dir / ".predictions.tsv.lock"):
+        if path.is_file():
+            old = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            key = ["participant_id", "session_id", "model_id"]
+            new_keys = set(map(tuple, rows[key].astype(str).to_numpy()))
+            old = old[[tuple(r) not in new_keys for r in old[key].astype(str).to_numpy()]]
+            merged = pd.concat([old, rows], ignore_index=True)
+        else:
+            merged = rows
+        merged = merged.sort_values(["participant_id", "session_id", "model_id"]).reset_index(drop=True)
+        write_tsv(path, merged)
+        sidecar = dict(PREDICTIONS_SIDECAR)
+        sidecar.update({f"prob_{c}": {"Description": f"probability of class {c}"} for c in classes})
+        write_json_atomic(output_dir / "predictions.json", sidecar)
+    return path

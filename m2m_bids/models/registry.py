@@ -1,0 +1,79 @@
+"""timm-style model registry behind ``--arch``: ``register_model``, ``create_model``, ``list_models``.
+
+The registry is a module-level table filled once at import by decorators (read-only afterwards);
+nothing else is global. ``model_info`` returns the resolved configuration so that a model card can
+rebuild the same network with ``create_model(**info["config"])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from m2m_bids.models.config import MODALITIES, ModelConfig, build_config
+
+_REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+
+
+@dataclass
+class ModelOutput:
+    """What every model returns: logits plus what training and interpretation read.
+
+    ``spatial_attention`` maps a modality to ``(B, h, w, d)`` attention mass on the last-stage
+    token grid (mean over queries, heads and frames; each map sums to 1 per sample);
+    ``temporal_attention`` is ``(B, T)`` and sums to 1; ``latents`` are pooled ``(B, C)`` embeddings.
+    """
+
+    logits: torch.Tensor
+    align_loss: torch.Tensor | None = None
+    spatial_attention: dict[str, torch.Tensor] = field(default_factory=dict)
+    temporal_attention: torch.Tensor | None = None
+    latents: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def register_model(name: str) -> Callable[[Callable[[ModelConfig], nn.Module]],
+                                          Callable[[ModelConfig], nn.Module]]:
+    """Decorator: make ``fn(cfg) -> nn.Module`` available as ``create_model(name, ...)``."""
+
+    def deco(fn: Callable[[ModelConfig], nn.Module]) -> Callable[[ModelConfig], nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``create_model`` / ``--arch``."""
+    return sorted(_REGISTRY)
+
+
+def create_model(arch: str, *, num_classes: int, img_size: Sequence[int] | int, frames: int,
+                 n_tabular: int = 0, modalities: Sequence[str] = MODALITIES,
+                 **overrides: Any) -> nn.Module:
+    """Build a registered model; ``overrides`` are :class:`ModelConfig` fields plus ``preset``.
+
+    Raises ValueError for an unknown arch, an unknown override (listing the valid keys) or an image
+    size that cannot be tiled by patch x merges x windows (naming the sizes).
+    """
+    if arch not in _REGISTRY:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {list_models()}")
+    overrides.pop("params", None)  # tolerate a full model_info dict being splatted back
+    cfg = build_config(arch, {**overrides, "num_classes": num_classes, "img_size": img_size,
+                              "frames": frames, "n_tabular": n_tabular,
+                              "modalities": tuple(modalities)})
+    model = _REGISTRY[arch](cfg)
+    model.config = cfg  # type: ignore[assignment]
+    return model
+
+
+def model_info(model: nn.Module) -> dict[str, Any]:
+    """``{"arch", "params", "config"}``; ``create_model(**info["config"])`` rebuilds the architecture."""
+    cfg: ModelConfig = model.config  # type: ignore[assignment]
+    return {"arch": cfg.arch, "params": sum(p.numel() for p in model.parameters()),
+            "config": cfg.to_dict()}

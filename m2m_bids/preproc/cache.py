@@ -1,0 +1,243 @@
+"""Content-addressed tensor cache: one verified folder of ``.npy`` tensors per preprocessed BOLD run.
+
+Why this shape:
+
+* **Content-addressed.** The key is a sha256 over the identity of every input file (resolved path,
+  size, mtime) plus every preprocessing parameter plus the m2m_bids version, so a changed input or
+  option can never silently reuse stale tensors, and identical work is never repeated.
+* **Memory-mappable.** Images are float16 ``.npy`` files: the training loader maps them and reads
+  only the frames of a window (a 64^3 x 200 run is 100 MB; no need to load it whole).
+* **Atomic and concurrent-safe.** An entry is written into a temporary folder next to its final
+  place, every file is fsynced, then the folder is renamed into place. ``rename`` of a directory onto
+  an existing non-empty one fails on POSIX, so of two writers of the same key the first wins and the
+  second discards its copy and reuses the winner's (SLURM array jobs sharing one cache).
+* **Verified on read.** ``manifest.json`` records shape, dtype, size and sha256 of each tensor; a
+  partial or corrupt entry (killed job, full disk, bit rot) is removed and reported as a miss, so it
+  is rebuilt and never used.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m2m_bids import __version__
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+#: Bump when the on-disk layout changes: old entries then simply miss.
+CACHE_FORMAT = 1
+#: Tensor names and the dtype each is stored as.
+TENSOR_DTYPES: dict[str, np.dtype] = {
+    "fmri": np.dtype(np.float16),
+    "smri": np.dtype(np.float16),
+    "mask": np.dtype(np.uint8),
+}
+_CHUNK = 1 << 22
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_identity(value: Any) -> Any:
+    """Identity of an input: for a file path its resolved path, size and mtime_ns; else the value."""
+    if isinstance(value, (list, tuple)):
+        return [_file_identity(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _file_identity(v) for k, v in sorted(value.items())}
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.isfile(value)):
+        path = Path(value).resolve()
+        try:
+            stat = path.stat()
+        except OSError:
+            return {"path": str(path), "missing": True}
+        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return value
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One preprocessed sample: one BOLD run of one participant/session, with that session's T1w.
+
+    ``meta`` holds participant, session, task, run, repetition_time, affine (of the output grid),
+    space, shapes, the preprocessing parameters (``preproc``) and their hash, version and date.
+    """
+
+    path: Path
+    key: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Tensor names held by this entry."""
+        return sorted(self.meta.get("tensors", {}))
+
+    def load(self, name: str, mmap: bool = True) -> np.ndarray:
+        """``fmri`` (X,Y,Z,T) float16, ``smri`` (X,Y,Z) float16 or ``mask`` (X,Y,Z) uint8.
+
+        Memory-mapped read-only by default: callers slicing a window read only those bytes.
+        """
+        file = self.path / f"{name}.npy"
+        if not file.is_file():
+            raise KeyError(f"cache entry {self.key} has no tensor {name!r} (has {self.names})")
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+class TensorCache:
+    """A folder of cache entries, ``<root>/<key[:2]>/<key>/``; safe to share between processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- keys ----------------------------------------------------------------------------------
+    @staticmethod
+    def make_key(inputs: dict[str, Any], params: dict[str, Any]) -> str:
+        """sha256 over input file identities + every preprocessing parameter + package version.
+
+        ``inputs`` maps a role (``"t1w"``, ``"bold"``) to a path (or list of paths, or plain
+        values such as a sidecar dict); ``params`` is every option that changes the tensors.
+        """
+        payload = {
+            "format": CACHE_FORMAT,
+            "version": __version__,
+            "inputs": _file_identity(dict(inputs)),
+            "params": params,
+        }
+        text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def entry_dir(self, key: str) -> Path:
+        """Where the entry of ``key`` lives (whether or not it exists)."""
+        if len(key) < 8 or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"not a cache key: {key!r}")
+        return self.root / key[:2] / key
+
+    # -- read ----------------------------------------------------------------------------------
+    def get(self, key: str, verify: bool = True) -> CacheEntry | None:
+        """The verified entry of ``key``, or ``None``; a corrupt or partial entry is removed."""
+        folder = self.entry_dir(key)
+        if not folder.is_dir():
+            return None
+        try:
+            meta = self._verified_meta(folder, key, verify)
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("tensor cache entry %s is corrupt or incomplete (%s): removing it; it will be rebuilt",
+                        folder, err)
+            self._remove(folder)
+            return None
+        return CacheEntry(path=folder, key=key, meta=meta)
+
+    def _verified_meta(self, folder: Path, key: str, verify: bool) -> dict[str, Any]:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
+            raise ValueError("manifest key/format mismatch")
+        for name, info in manifest["tensors"].items():
+            file = folder / f"{name}.npy"
+            if file.stat().st_size != info["bytes"]:
+                raise ValueError(f"{file.name} has {file.stat().st_size} bytes, manifest says {info['bytes']}")
+            if verify and _sha256_file(file) != info["sha256"]:
+                raise ValueError(f"{file.name} checksum mismatch")
+        meta = dict(manifest["meta"])
+        meta["tensors"] = manifest["tensors"]
+        return meta
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def keys(self) -> list[str]:
+        """Keys of the entries present (unverified)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.glob("??/*") if p.is_dir() and not p.name.startswith("."))
+
+    # -- write ---------------------------------------------------------------------------------
+    def put(self, key: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> CacheEntry:
+        """Store ``tensors`` under ``key`` atomically and return the entry.
+
+        Images are cast to their storage dtype (:data:`TENSOR_DTYPES`; float16 for unknown names).
+        If another process stored the same key first, its entry is verified and returned.
+        """
+        final = self.entry_dir(key)
+        existing = self.get(key)
+        if existing is not None:
+            return existing
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{key[:16]}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            manifest = self._write_tensors(tmp, key, tensors, meta)
+            os.rename(tmp, final)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            winner = self.get(key)
+            if winner is None:  # the other writer's entry was corrupt and has been removed: retry once
+                return self.put(key, tensors, meta)
+            log.debug("tensor cache: another process stored %s first; reusing it", key)
+            return winner
+        _fsync_dir(final.parent)
+        entry_meta = dict(manifest["meta"])
+        entry_meta["tensors"] = manifest["tensors"]
+        return CacheEntry(path=final, key=key, meta=entry_meta)
+
+    def _write_tensors(self, folder: Path, key: str, tensors: dict[str, np.ndarray],
+                       meta: dict[str, Any]) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        for name, array in tensors.items():
+            dtype = TENSOR_DTYPES.get(name, np.dtype(np.float16))
+            data = np.ascontiguousarray(np.asarray(array), dtype=dtype)
+            file = folder / f"{name}.npy"
+            with open(file, "wb") as handle:
+                np.save(handle, data, allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            info[name] = {"shape": list(data.shape), "dtype": data.dtype.str, "bytes": file.stat().st_size,
+                          "sha256": _sha256_file(file)}
+        full_meta = dict(meta)
+        full_meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        full_meta.setdefault("version", __version__)
+        full_meta["shapes"] = {n: i["shape"] for n, i in info.items()}
+        manifest = {"format": CACHE_FORMAT, "key": key, "tensors": info, "meta": full_meta}
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+        with open(folder / MANIFEST, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(folder)
+        return json.loads(text)
+
+    @staticmethod
+    def _remove(folder: Path) -> None:
+        """Move aside first (atomic), then delete: a concurrent reader never sees half a folder."""
+        trash = folder.parent / f".trash-{folder.name[:16]}-{uuid.uuid4().hex}"
+        try:
+            os.rename(folder, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,234 @@
+"""Top-level generator: a whole synthetic BIDS dataset with its ground truth.
+
+Each participant has an own random stream seeded by (seed, participant number), so a dataset is
+reproducible under its seed and a participant's data does not depend on how many others exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m2m_bids import __version__
+from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.io_utils import write_json_atomic, write_text_atomic
+from m2m_bids.synth import bidsio
+from m2m_bids.synth.anat import HeadPose, mni_t1w, random_head_pose, simulate_t1w
+from m2m_bids.synth.func import BoldRun, coupling_matrix, mni_bold, simulate_bold
+from m2m_bids.synth.geometry import apply, rigid_matrix, voxel_coords
+from m2m_bids.synth.sources import TEMPLATE_SPACE, Sources, build_sources, sample_mni
+from m2m_bids.synth.spec import (ATROPHY_AD, CLASS_SCALE, COUPLING_AD, NETWORKS,
+                                 SHRINK_PER_SEVERITY, TAU_ABETA_CUTOFF, WITHIN_NETWORK_R,
+                                 BETWEEN_REGION_R, SynthSpec)
+from m2m_bids.synth.tabular import (assign_diagnoses, class_counts, participants_table,
+                                    ratio_summary, tabular_parameters)
+
+LOGGER = logging.getLogger(__name__)
+GROUND_TRUTH = Path("sourcedata") / "ground_truth.json"
+CONVENTIONS = {
+    "scanner_to_mni": "4x4 matrix mapping scanner mm (raw NIfTI world coordinates) to MNI mm of the "
+                      "ICBM152 2009a template for the head at rest (rigid x isotropic brain scale)",
+    "affine": "voxel -> scanner mm affine written to the NIfTI qform and sform",
+    "motion_params": "per volume (tx, ty, tz in mm; rx, ry, rz in rad); M_k = T(c+t) Rz Ry Rx T(-c) "
+                     "with c = motion_centre_scanner; a voxel at scanner point s in volume k shows the "
+                     "anatomy at scanner_to_mni @ M_k @ s; volume 0 is the reference (all zeros)",
+    "slice_timing": "each slice k of volume n is sampled at n*TR + SliceTiming[k] (not corrected)",
+    "atrophy": "severity s: GM intensity x (1 - s*GM*smooth region weight) and a radial shrink of "
+               f"{SHRINK_PER_SEVERITY}*s towards the region centroid",
+}
+
+
+def generate_dataset(out_dir: Path, spec: SynthSpec, *, force: bool = False) -> Path:
+    """Write a complete synthetic BIDS dataset to ``out_dir`` and return its path."""
+    spec.validate()
+    root = _prepare_output(Path(out_dir), force)
+    started = time.perf_counter()
+    src = build_sources(spec)
+    diagnoses = assign_diagnoses(spec, np.random.default_rng([spec.seed, 0]))
+    width = max(2, len(str(spec.n_participants)))
+    labels = [f"{i + 1:0{width}d}" for i in range(spec.n_participants)]
+    table = participants_table(labels, diagnoses, spec.effect_size, np.random.default_rng([spec.seed, 1]))
+    bidsio.write_top_level(root, spec, table)
+    if spec.fmriprep_derivatives:
+        bidsio.write_fmriprep_description(root / "derivatives" / "fmriprep")
+    per_participant = {}
+    for index, (label, dx) in enumerate(zip(labels, diagnoses)):
+        per_participant[f"sub-{label}"] = _simulate_participant(root, src, spec, label, dx, index)
+    truth = _ground_truth(spec, src, table, per_participant)
+    write_json_atomic(root / GROUND_TRUTH, truth)
+    LOGGER.info("wrote %d participants to %s in %.1f s", spec.n_participants, root,
+                time.perf_counter() - started)
+    return root
+
+
+def _prepare_output(root: Path, force: bool) -> Path:
+    """Refuse a non-empty directory unless ``force``; with force, clear a previous synth dataset."""
+    if root.exists() and not root.is_dir():
+        raise AppError("output path exists and is not a directory", ExitCode.CANT_CREATE, path=str(root))
+    if root.exists() and any(root.iterdir()):
+        if not force:
+            raise AppError("output directory is not empty", ExitCode.CANT_CREATE, path=str(root),
+                           hint="choose an empty or new directory, or pass --force to overwrite")
+        if (root / GROUND_TRUTH).exists():  # only ever delete what m2m-synth wrote
+            for child in list(root.glob("sub-*")) + [root / "derivatives" / "fmriprep", root / "sourcedata"]:
+                shutil.rmtree(child, ignore_errors=True)
+        else:
+            LOGGER.warning("%s is not an m2m-synth dataset; writing into it without deleting", root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AppError(f"cannot create output directory: {exc}", ExitCode.CANT_CREATE, path=str(root)) from exc
+    return root
+
+
+def atrophy_severity(diagnosis: str, effect_size: float, jitter: float,
+                     progression: float = 1.0) -> dict[str, float]:
+    """Per-region severity for one scan: AD table x class scale x effect size x individual factors."""
+    scale = CLASS_SCALE[diagnosis] * effect_size * jitter * progression
+    return {region: round(float(min(sev * scale, 0.8)), 5) for region, sev in ATROPHY_AD.items()}
+
+
+def _simulate_participant(root: Path, src: Sources, spec: SynthSpec, label: str, dx: str,
+                          index: int) -> dict[str, Any]:
+    """Simulate and write every session of one participant; return its ground-truth record."""
+    rng = np.random.default_rng([spec.seed, 1000 + index])
+    scale = float(1.0 + rng.normal(0.0, spec.brain_scale_sd))
+    jitter = float(np.clip(rng.normal(1.0, 0.15), 0.5, 1.5))
+    sessions = [None] if spec.sessions == 1 else [f"{s + 1:02d}" for s in range(spec.sessions)]
+    corr, changes = coupling_matrix(src.region_names, dx, spec.effect_size)
+    record: dict[str, Any] = {"diagnosis": dx, "brain_scale": round(scale, 5),
+                              "atrophy_jitter": round(jitter, 5), "coupling_changes": changes,
+                              "sessions": {}}
+    for s_index, ses in enumerate(sessions):
+        severity = atrophy_severity(dx, spec.effect_size, jitter, 1.0 + 0.1 * s_index)
+        record["sessions"][f"ses-{ses}" if ses else "none"] = _simulate_session(
+            root, src, spec, rng, (label, ses), scale, severity, corr, changes)
+    return record
+
+
+def _simulate_session(root: Path, src: Sources, spec: SynthSpec, rng: np.random.Generator,
+                      ids: tuple[str, str | None], scale: float, severity: dict[str, float],
+                      corr: np.ndarray, changes: list[dict]) -> dict[str, Any]:
+    """One T1w + one BOLD run (and optional derivatives) for a participant/session."""
+    folder, prefix = bidsio.entities_prefix(*ids)
+    pose = random_head_pose(spec, rng, scale)
+    t1w, t1w_affine = simulate_t1w(src, spec, rng, pose, severity)
+    t1w_rel = folder / "anat" / f"{prefix}_T1w.nii.gz"
+    bidsio.write_nifti(root / t1w_rel, t1w, t1w_affine)
+    write_json_atomic(root / t1w_rel.with_name(f"{prefix}_T1w.json"), bidsio.t1w_sidecar())
+    between = rigid_matrix(np.concatenate([rng.uniform(-2, 2, 3), np.deg2rad(rng.uniform(-2, 2, 3))]),
+                           pose.brain_centre_scanner)
+    bold_pose = HeadPose(matrix=pose.matrix @ between, scale=scale)
+    run = simulate_bold(src, spec, rng, bold_pose, corr)
+    bold_rel = folder / "func" / f"{prefix}_task-{spec.task}_bold.nii.gz"
+    bidsio.write_nifti(root / bold_rel, run.data, run.affine, tr=spec.repetition_time,
+                       slice_duration=spec.repetition_time / spec.bold_shape[2])
+    write_json_atomic(root / bold_rel.with_name(f"{prefix}_task-{spec.task}_bold.json"),
+                      bidsio.bold_sidecar(spec, run.slice_timing))
+    record = {
+        "T1w": {"path": t1w_rel.as_posix(), "affine": _r(t1w_affine), "scanner_to_mni": _r(pose.matrix),
+                "atrophy_severity": severity},
+        "bold": {"path": bold_rel.as_posix(), "affine": _r(run.affine),
+                 "scanner_to_mni": _r(bold_pose.matrix), "repetition_time": spec.repetition_time,
+                 "slice_timing": run.slice_timing, "motion_centre_scanner": _r(run.motion_centre),
+                 "motion_params": _r(run.motion_params),
+                 "coupling_realised": _realised_coupling(src, run, changes)},
+    }
+    if spec.fmriprep_derivatives:
+        record["derivatives"] = _write_derivatives(root, src, spec, rng, ids, severity, run)
+    return record
+
+
+def _realised_coupling(src: Sources, run: BoldRun, changes: list[dict]) -> dict[str, float]:
+    """Mean correlation actually present between the planted region groups (latent signals)."""
+    pos = {name: i for i, name in enumerate(src.region_names)}
+    corr = np.corrcoef(run.fine_series.T)
+    return {c["name"]: round(float(np.mean([corr[pos[a], pos[b]] for a in c["regions_a"]
+                                             for b in c["regions_b"]])), 4) for c in changes}
+
+
+def mni_grid(res: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """An MNI grid at ``res`` mm with the template's origin and field of view (197x233x189 mm)."""
+    affine = np.diag([res, res, res, 1.0])
+    affine[:3, 3] = [-98.0, -134.0, -72.0]
+    shape = tuple(int(np.floor((n - 1) / res)) + 1 for n in (197, 233, 189))
+    return affine, shape  # type: ignore[return-value]
+
+
+def _write_derivatives(root: Path, src: Sources, spec: SynthSpec, rng: np.random.Generator,
+                       ids: tuple[str, str | None], severity: dict[str, float], run: BoldRun) -> dict:
+    """fMRIPrep-like MNI-space outputs: what a perfect preprocessing of this scan would give."""
+    folder, prefix = bidsio.entities_prefix(*ids)
+    base = root / "derivatives" / "fmriprep" / folder
+    space = f"space-{TEMPLATE_SPACE}"
+    paths: dict[str, str] = {}
+    for kind, res in (("anat", spec.deriv_t1w_res), ("func", spec.deriv_bold_res)):
+        affine, shape = mni_grid(res)
+        stem = f"{prefix}_{space}" if kind == "anat" else f"{prefix}_task-{spec.task}_{space}"
+        mask = sample_mni(src.mask.astype(np.float32), src, _grid_points(affine, shape)) > 0.5
+        mask = mask.reshape(shape).astype(np.uint8)
+        if kind == "anat":
+            data = np.round(mni_t1w(src, affine, shape, severity, res) * 1000.0).astype(np.int16)
+            bidsio.write_nifti(base / kind / f"{stem}_desc-preproc_T1w.nii.gz", data, affine)
+            write_json_atomic(base / kind / f"{stem}_desc-preproc_T1w.json",
+                              {"SkullStripped": True, "Resolution": f"{res} mm isotropic"})
+        else:
+            data = np.round(mni_bold(src, spec, affine, shape, run, rng)).astype(np.int16)
+            bidsio.write_nifti(base / kind / f"{stem}_desc-preproc_bold.nii.gz", data, affine,
+                               tr=spec.repetition_time)
+            write_json_atomic(base / kind / f"{stem}_desc-preproc_bold.json", {
+                "RepetitionTime": spec.repetition_time, "TaskName": spec.task, "SkullStripped": False,
+                "SliceTimingCorrected": True, "StartTime": float(np.median(run.slice_timing))})
+            conf = base / kind / f"{prefix}_task-{spec.task}_desc-confounds_timeseries.tsv"
+            write_text_atomic(conf, bidsio.confounds_table(run.motion_params).to_csv(
+                sep="\t", index=False, lineterminator="\n"))
+            paths["confounds"] = conf.relative_to(root).as_posix()
+        mask_path = base / kind / f"{stem}_desc-brain_mask.nii.gz"
+        bidsio.write_nifti(mask_path, mask, affine)
+        write_json_atomic(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json")), {"Type": "Brain"})
+        paths[f"{kind}_mask"] = mask_path.relative_to(root).as_posix()
+        preproc = f"{stem}_desc-preproc_{'T1w' if kind == 'anat' else 'bold'}.nii.gz"
+        paths[f"{kind}_preproc"] = (base / kind / preproc).relative_to(root).as_posix()
+    return paths
+
+
+def _grid_points(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """MNI mm coordinates (3, N) of every voxel of a grid."""
+    return apply(affine, voxel_coords(shape))
+
+
+def _ground_truth(spec: SynthSpec, src: Sources, table, per_participant: dict) -> dict[str, Any]:
+    """Everything planted, in one JSON document (sourcedata/ground_truth.json)."""
+    planted = spec.effect_size > 0
+    return {
+        "generator": {"name": "m2m-synth", "version": __version__, "spec": spec.to_dict()},
+        "conventions": CONVENTIONS,
+        "template_space": TEMPLATE_SPACE,
+        "atlas": {"name": src.atlas.name, "citation": src.atlas.citation, "licence": src.atlas.licence},
+        "class_counts": class_counts(spec),
+        "effects": {
+            "effect_size": spec.effect_size,
+            "planted": planted,
+            "class_scale": CLASS_SCALE,
+            "atrophy": {dx: atrophy_severity(dx, spec.effect_size, 1.0) for dx in spec.classes},
+            "coupling": {"networks": {k: list(v) for k, v in NETWORKS.items()},
+                         "within_network_r": WITHIN_NETWORK_R, "between_region_r": BETWEEN_REGION_R,
+                         "changes": {dx: coupling_matrix(src.region_names, dx, spec.effect_size)[1]
+                                     for dx in spec.classes},
+                         "reference_changes_at_effect_1": [list(c) for c in COUPLING_AD]},
+            "tabular": tabular_parameters(spec.effect_size),
+            "tau_abeta42_ratio_cutoff": TAU_ABETA_CUTOFF,
+            "fraction_above_ratio_cutoff": ratio_summary(table),
+        },
+        "participants": per_participant,
+    }
+
+
+def _r(array: np.ndarray, digits: int = 6) -> list:
+    """Round an array for JSON."""
+    return np.round(np.asarray(array, dtype=float), digits).tolist()

@@ -1,0 +1,172 @@
+"""Synthetic resting-state BOLD: coupled regional signals, slice timing and head motion.
+
+Each atlas region carries one haemodynamic time series; regions of a resting-state network share
+a planted correlation, and the AD (and milder MCI) correlation changes from
+:data:`~m2m_bids.synth.spec.COUPLING_AD` are applied to the target matrix. Every voxel is
+sampled at its own slice's acquisition time and through that volume's rigid head motion, so
+slice-timing and motion correction have real work to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, signal, stats
+
+from m2m_bids.synth.anat import HeadPose, acquisition_affine
+from m2m_bids.synth.geometry import apply, motion_matrices, voxel_coords
+from m2m_bids.synth.sources import Sources, sample_mni
+from m2m_bids.synth.spec import (BETWEEN_REGION_R, CLASS_SCALE, COUPLING_AD, NETWORKS,
+                                 WITHIN_NETWORK_R, SynthSpec)
+
+BOLD_SCALE = 1000.0
+FINE_DT = 0.1  # s; resolution of the latent regional signals
+
+
+@dataclass(frozen=True)
+class BoldRun:
+    """One simulated run: stored data plus everything needed to score preprocessing."""
+
+    data: np.ndarray  # int16 (X, Y, Z, T)
+    affine: np.ndarray
+    slice_timing: list[float]
+    motion_params: np.ndarray  # (T, 6): tx, ty, tz [mm], rx, ry, rz [rad]
+    motion_centre: np.ndarray  # scanner mm
+    region_series: np.ndarray  # (T, R) latent regional signal at volume onsets (unit variance)
+    fine_series: np.ndarray  # (n_fine, R) the same signals every FINE_DT seconds
+
+
+def slice_times(n_slices: int, tr: float, order: str) -> list[float]:
+    """Acquisition onset of each slice (s), Siemens-style interleaving for ``interleaved``."""
+    if order == "ascending":
+        sequence = list(range(n_slices))
+    elif order == "descending":
+        sequence = list(range(n_slices - 1, -1, -1))
+    else:
+        first = 1 if n_slices % 2 == 0 else 0
+        sequence = list(range(first, n_slices, 2)) + list(range(1 - first, n_slices, 2))
+    times = np.zeros(n_slices)
+    times[sequence] = np.arange(n_slices) * tr / n_slices
+    return [round(float(t), 4) for t in times]
+
+
+def random_motion(n_vols: int, spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
+    """Smooth random-walk rigid motion (first volume = reference = zero)."""
+    steps = np.concatenate([rng.normal(0, spec.motion_mm, (n_vols, 3)),
+                            rng.normal(0, np.deg2rad(spec.motion_deg), (n_vols, 3))], axis=1)
+    steps[0] = 0.0
+    walk = np.cumsum(steps, axis=0)
+    walk = ndimage.gaussian_filter1d(walk, sigma=1.0, axis=0, mode="nearest")
+    return walk - walk[0]
+
+
+def coupling_matrix(region_names: tuple[str, ...], diagnosis: str,
+                    effect_size: float) -> tuple[np.ndarray, list[dict]]:
+    """Target correlation between all regions for a class, and the planted pair changes."""
+    n = len(region_names)
+    pos = {name: i for i, name in enumerate(region_names)}
+    corr = np.full((n, n), BETWEEN_REGION_R)
+    for members in NETWORKS.values():
+        idx = [pos[m] for m in members]
+        corr[np.ix_(idx, idx)] = WITHIN_NETWORK_R
+    changes = []
+    scale = CLASS_SCALE[diagnosis] * effect_size
+    for label, group_a, group_b, delta in COUPLING_AD:
+        ia, ib = [pos[r] for r in group_a], [pos[r] for r in group_b]
+        corr[np.ix_(ia, ib)] += delta * scale
+        corr[np.ix_(ib, ia)] += delta * scale
+        changes.append({"name": label, "regions_a": list(group_a), "regions_b": list(group_b),
+                        "delta_r": round(delta * scale, 4),
+                        "target_r": round(WITHIN_NETWORK_R + delta * scale, 4)})
+    np.fill_diagonal(corr, 1.0)
+    vals, vecs = np.linalg.eigh(corr)
+    if vals.min() < 1e-6:  # keep it a valid correlation matrix
+        corr = vecs @ np.diag(np.clip(vals, 1e-6, None)) @ vecs.T
+        d = np.sqrt(np.diag(corr))
+        corr = corr / d[:, None] / d[None, :]
+    return corr, changes
+
+
+def canonical_hrf(dt: float) -> np.ndarray:
+    """SPM-like double-gamma haemodynamic response sampled every ``dt`` seconds (32 s long)."""
+    t = np.arange(0.0, 32.0, dt)
+    hrf = stats.gamma.pdf(t, 6.0) - stats.gamma.pdf(t, 16.0) / 6.0
+    return hrf / np.abs(hrf).sum()
+
+
+def region_signals(corr: np.ndarray, duration: float, rng: np.random.Generator) -> np.ndarray:
+    """Latent regional BOLD signals (n_fine, R): correlated white noise through the HRF."""
+    hrf = canonical_hrf(FINE_DT)
+    n_fine = int(np.ceil(duration / FINE_DT)) + 2
+    chol = np.linalg.cholesky(corr)
+    white = rng.standard_normal((n_fine + len(hrf) - 1, corr.shape[0])) @ chol.T
+    bold = signal.fftconvolve(white, hrf[:, None], mode="valid", axes=0)
+    bold -= bold.mean(axis=0)
+    return (bold / bold.std(axis=0)).astype(np.float32)
+
+
+def _at_times(fine: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Linear interpolation of fine-grid signals (n_fine, R) at arbitrary times -> (*times, R)."""
+    pos = np.clip(times / FINE_DT, 0, fine.shape[0] - 1.001)
+    lo = np.floor(pos).astype(int)
+    w = (pos - lo)[..., None].astype(np.float32)
+    return fine[lo] * (1 - w) + fine[lo + 1] * w
+
+
+def simulate_bold(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose: HeadPose,
+                  corr: np.ndarray) -> BoldRun:
+    """One BOLD run on an oblique EPI grid; returns data and the true acquisition parameters."""
+    shape = tuple(spec.bold_shape)
+    tr, n_vols = spec.repetition_time, spec.n_volumes
+    affine = acquisition_affine(shape, tuple(spec.bold_zooms), spec.bold_axcodes, pose,
+                                spec.grid_tilt_deg, rng)
+    timing = slice_times(shape[2], tr, spec.slice_order)
+    fine = region_signals(corr, n_vols * tr + tr, rng)
+    onsets = np.arange(n_vols)[:, None] * tr + np.asarray(timing)[None, :]  # (T, Z)
+    regional = _at_times(fine, onsets)  # (T, Z, R)
+    regional = np.concatenate([np.zeros(regional.shape[:2] + (1,), np.float32), regional], axis=2)
+    params = random_motion(n_vols, spec, rng)
+    centre = pose.brain_centre_scanner
+    epi = _blur_to(src.epi, spec.bold_zooms, spec.template_res)
+    vox = voxel_coords(shape)
+    slice_of_voxel = np.indices(shape)[2].ravel()
+    drift = 1.0 + 0.01 * np.cos(np.linspace(0, np.pi, n_vols) + rng.uniform(0, np.pi))
+    out = np.empty(shape + (n_vols,), dtype=np.int16)
+    for k, motion in enumerate(motion_matrices(params, centre)):
+        mni = apply(pose.matrix @ motion @ affine, vox)
+        base = sample_mni(epi, src, mni)
+        label = sample_mni(src.labels, src, mni, order=0).astype(np.int64)
+        value = base * (1.0 + spec.bold_signal_change * regional[k, slice_of_voxel, label]) * drift[k]
+        out[..., k] = _magnitude(value.reshape(shape), spec.bold_noise, rng)
+    return BoldRun(data=out, affine=affine, slice_timing=timing, motion_params=params,
+                   motion_centre=centre, region_series=_at_times(fine, np.arange(n_vols) * tr),
+                   fine_series=fine)
+
+
+def mni_bold(src: Sources, spec: SynthSpec, grid_affine: np.ndarray, shape: tuple[int, int, int],
+             run: BoldRun, rng: np.random.Generator) -> np.ndarray:
+    """The same run as a perfect preprocessing would give it: MNI grid, no motion, one time/volume."""
+    ref_time = float(np.median(run.slice_timing))
+    times = np.arange(spec.n_volumes) * spec.repetition_time + ref_time
+    regional = _at_times(run.fine_series, times)
+    regional = np.concatenate([np.zeros((len(times), 1), np.float32), regional], axis=1)
+    mni = apply(grid_affine, voxel_coords(shape))
+    base = sample_mni(_blur_to(src.epi, (spec.deriv_bold_res,) * 3, spec.template_res), src, mni)
+    label = sample_mni(src.labels, src, mni, order=0).astype(np.int64)
+    data = base[:, None] * (1.0 + spec.bold_signal_change * regional[:, label].T)
+    data += rng.normal(0, spec.bold_noise, data.shape).astype(np.float32) * (base[:, None] > 0)
+    return (data * BOLD_SCALE).reshape(shape + (len(times),)).astype(np.float32)
+
+
+def _blur_to(volume: np.ndarray, zooms: tuple[float, ...], res: float) -> np.ndarray:
+    """Smooth a working-grid image to roughly the point spread of a coarser acquisition."""
+    sigma = max(min(zooms) / res - 1.0, 0.0) / 2.0
+    return ndimage.gaussian_filter(volume, sigma) if sigma > 0 else volume
+
+
+def _magnitude(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add complex Gaussian noise and take the magnitude (Rician), scaled to int16."""
+    real = image + rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    imag = rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    return np.clip(np.sqrt(real * real + imag * imag) * BOLD_SCALE, 0, 32767).astype(np.int16)

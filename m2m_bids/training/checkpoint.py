@@ -1,0 +1,102 @@
+"""Crash-safe checkpoints: weights in safetensors, the rest in a ``weights_only``-loadable file.
+
+A checkpoint of epoch ``e`` is two files, ``ckpt-e<e>.safetensors`` (model weights) and
+``ckpt-e<e>.state.pt`` (optimizer, scaler, epoch, RNG states, training history: tensors and plain
+Python values only, so ``torch.load(weights_only=True)`` reads it without unpickling code), written
+atomically, then ``latest.json`` is atomically pointed at them, then older checkpoints are deleted.
+A job killed at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from m2m_bids.io_utils import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.json"
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write a state dict as safetensors atomically (tensors copied to CPU, shared storage split)."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors state dict."""
+    return load_file(str(path), device=str(device))
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU + CUDA) generator states as weights_only-safe values."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, epoch: int, model: nn.Module, state: dict[str, Any]) -> Path:
+    """Save the (unwrapped) model and ``state`` for ``epoch``; returns the state file path.
+
+    ``state`` holds the optimizer/scaler state dicts and loop bookkeeping; the RNG states are
+    added here so the resumed run draws the same windows and augmentations.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"ckpt-e{epoch:04d}"
+    save_weights(directory / f"{stem}.safetensors", model.state_dict())
+    state_path = directory / f"{stem}.state.pt"
+    with atomic_path(state_path) as tmp:
+        torch.save({**state, "epoch": epoch, "rng": rng_state()}, tmp)
+    write_json_atomic(directory / LATEST, {"epoch": epoch, "weights": f"{stem}.safetensors",
+                                           "state": f"{stem}.state.pt"})
+    for old in directory.glob("ckpt-e*"):
+        if not old.name.startswith(stem):
+            old.unlink(missing_ok=True)
+    return state_path
+
+
+def load_checkpoint(directory: Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The latest checkpoint in ``directory`` as ``(model weights, state)``, or ``None`` if there is none."""
+    import json
+
+    pointer = directory / LATEST
+    if not pointer.is_file():
+        return None
+    info = json.loads(pointer.read_text(encoding="utf-8"))
+    weights = load_weights(directory / info["weights"], device)
+    state = torch.load(directory / info["state"], map_location=device, weights_only=True)
+    log.info("resuming from %s (epoch %d)", directory, info["epoch"])
+    return weights, state

@@ -1,0 +1,81 @@
+"""Group figures: ROC and precision-recall curves of the out-of-fold predictions, training curves.
+
+Uses :class:`matplotlib.figure.Figure` directly (no pyplot, no global backend switch): it renders
+headless with the Agg canvas, which suits containers and clusters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+from m2m_bids.io_utils import atomic_path
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight")
+    return path
+
+
+def _curves(oof: pd.DataFrame, classes: list[str]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(split, class, y_true one-vs-rest, score) for each fold and class to draw."""
+    shown = classes[1:] if len(classes) == 2 else classes
+    items = []
+    for split, rows in oof.groupby("split", sort=True):
+        for cls in shown:
+            items.append((str(split), cls, (rows["true_label"] == cls).to_numpy(int),
+                          rows[f"prob_{cls}"].to_numpy(float)))
+    return items
+
+
+def roc_pr_figures(oof: pd.DataFrame, classes: list[str], out_dir: Path) -> list[Path]:
+    """``roc.svg`` and ``pr.svg``: one thin line per fold (and class), one thick pooled line."""
+    written = []
+    for kind in ("roc", "pr"):
+        fig = Figure(figsize=(5, 5))
+        ax = fig.add_subplot()
+        for split, cls, y, s in _curves(oof, classes):
+            if y.min() == y.max():
+                continue
+            x_, y_ = _xy(kind, y, s)
+            ax.plot(x_, y_, lw=0.8, alpha=0.5, label=f"{split} {cls}" if len(classes) > 2 else split)
+        for cls in (classes[1:] if len(classes) == 2 else classes):
+            y = (oof["true_label"] == cls).to_numpy(int)
+            if y.min() != y.max():
+                x_, y_ = _xy(kind, y, oof[f"prob_{cls}"].to_numpy(float))
+                ax.plot(x_, y_, lw=2.2, label=f"pooled {cls} (AUC {auc(x_, y_):.3f})")
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+            ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, out-of-fold")
+        else:
+            ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, out-of-fold")
+        ax.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left")
+        written.append(_save(fig, out_dir / f"{kind}.svg"))
+    return written
+
+
+def _xy(kind: str, y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if kind == "roc":
+        fpr, tpr, _ = roc_curve(y, score)
+        return fpr, tpr
+    precision, recall, _ = precision_recall_curve(y, score)
+    return recall, precision
+
+
+def training_curves(histories: dict[str, list[dict[str, float]]], out_dir: Path) -> Path:
+    """``training-curves.svg``: training loss and validation AUC per epoch, one line per split."""
+    fig = Figure(figsize=(10, 4))
+    loss_ax, auc_ax = fig.subplots(1, 2)
+    for name, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        loss_ax.plot(epochs, [h["loss"] for h in history], label=name)
+        auc_ax.plot(epochs, [h["val_auc"] for h in history], label=name)
+    loss_ax.set(xlabel="epoch", ylabel="training loss (CE + align)", title="Training loss")
+    auc_ax.set(xlabel="epoch", ylabel="validation ROC-AUC", title="Validation ROC-AUC", ylim=(0, 1.02))
+    auc_ax.legend(fontsize=7)
+    return _save(fig, out_dir / "training-curves.svg")

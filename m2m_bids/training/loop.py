@@ -1,0 +1,222 @@
+"""The training loop of one split: AdamW, warm-up + cosine learning rate, AMP, clipping, selection.
+
+Read top to bottom: :func:`fit` builds the model, optimiser and loaders, resumes from the last
+checkpoint if asked, then for every epoch runs :func:`train_one_epoch`, scores the validation
+participants with :func:`predict`, keeps the best weights (validation ROC-AUC, ties broken by the
+lower validation loss) and checkpoints. Works the same in one process and under DDP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from m2m_bids.config import Train
+from m2m_bids.training import checkpoint as ckpt
+from m2m_bids.training.data import EpochSampler, ShardSampler, WindowDataset, aggregate_logits
+from m2m_bids.training.distributed import Dist, all_reduce_mean, gather_objects, unwrap, wrap
+from m2m_bids.training.metrics import classification_metrics, softmax
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("fmri", "smri", "tabular")
+EpochHook = Callable[[str, dict[str, Any]], None]
+
+
+def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to ``base_lr``, then cosine annealing to zero (per optimisation step)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: ``auto`` is bf16 on GPUs and fp32 (no autocast) on CPUs."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def forward(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> Any:
+    """Move the present modalities to ``device`` (fp16 -> fp32) and call the model."""
+    inputs = {k: batch[k].to(device, non_blocking=True).float() if k in batch else None for k in INPUTS}
+    return model(**inputs)
+
+
+@dataclass
+class FitPlan:
+    """Everything :func:`fit` needs for one split (kept together to keep signatures short)."""
+
+    name: str
+    build_model: Callable[[], nn.Module]
+    train_set: WindowDataset
+    val_set: WindowDataset
+    n_classes: int
+    seed: int
+    class_weights: np.ndarray | None = None  # weighted loss
+    sample_weights: np.ndarray | None = None  # balanced sampler (per training item)
+    checkpoint_dir: Path | None = None
+
+
+@dataclass
+class FitResult:
+    """Best weights (CPU) of a split and its per-epoch history."""
+
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_loader(dataset: WindowDataset, sampler: Sampler, batch_size: int, cfg: Train, dist: Dist) -> DataLoader:
+    """Workers + pinned memory so the next batches are ready while the GPU computes."""
+    workers = cfg.num_workers
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    *, step: int, total_steps: int, cfg: Train, dist: Dist, loss_weights: torch.Tensor | None,
+                    steps_per_epoch: int) -> tuple[dict[str, float], int]:
+    """One pass over the training windows; returns mean losses/throughput and the next step index."""
+    model.train()
+    dtype = amp_dtype(cfg.precision, dist.device)
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    sums = {"loss": 0.0, "ce": 0.0, "align": 0.0}
+    n_batches, n_samples, started = 0, 0, time.perf_counter()
+    for batch in loader:
+        lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        labels = batch["label"].to(dist.device, non_blocking=True)
+        with autocast(dist.device, dtype):
+            out = forward(model, batch, dist.device)
+            ce = F.cross_entropy(out.logits.float(), labels, weight=loss_weights)
+            align = out.align_loss.float() if out.align_loss is not None else torch.zeros((), device=dist.device)
+            loss = ce + cfg.align_weight * align
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+        n_batches += 1
+        n_samples += int(labels.shape[0])
+        for key, value in (("loss", loss), ("ce", ce), ("align", align)):
+            sums[key] += float(value.detach())
+    if dist.device.type == "cuda":
+        torch.cuda.synchronize(dist.device)
+    seconds = time.perf_counter() - started
+    stats = {k: all_reduce_mean(v / max(1, n_batches), dist) for k, v in sums.items()}
+    stats["samples_per_s"] = all_reduce_mean(n_samples / max(seconds, 1e-9), dist) * dist.world
+    stats["lr"] = lr_at(step - 1, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps)
+    return stats, step
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: WindowDataset, cfg: Train, dist: Dist) -> dict[str, np.ndarray]:
+    """Participant-level logits: every window of every run, sharded over ranks, averaged per participant."""
+    model.eval()
+    sampler = ShardSampler(len(dataset), dist.rank, dist.world)
+    loader = make_loader(dataset, sampler, cfg.batch_size, cfg.model_copy(update={"num_workers": 0}), dist)
+    dtype = amp_dtype(cfg.precision, dist.device)
+    records, logits = [], []
+    for batch in loader:
+        with autocast(dist.device, dtype):
+            out = forward(model, batch, dist.device)
+        logits.append(out.logits.float().cpu().numpy())
+        records.append(batch["record"].numpy())
+    local = (np.concatenate(records) if records else np.zeros(0, int),
+             np.concatenate(logits) if logits else np.zeros((0, 0), np.float32))
+    parts = [p for p in gather_objects(local, dist) if len(p[0])]
+    record_idx = np.concatenate([p[0] for p in parts])
+    all_logits = np.concatenate([p[1] for p in parts])
+    return aggregate_logits(record_idx, all_logits, dataset.records)
+
+
+def score(logits: dict[str, np.ndarray], y: dict[str, int]) -> dict[str, float]:
+    """Validation ROC-AUC and cross-entropy of participant-level logits."""
+    ids = sorted(logits)
+    z = np.stack([logits[p] for p in ids])
+    target = np.array([y[p] for p in ids])
+    prob = softmax(z)
+    loss = float(-np.mean(np.log(np.clip(prob[np.arange(len(ids)), target], 1e-12, None))))
+    return {"val_loss": loss, "val_auc": classification_metrics(target, prob)["roc_auc"]}
+
+
+def _better(new: dict[str, float], best: dict[str, float] | None) -> bool:
+    if best is None:
+        return True
+    auc_new = -math.inf if math.isnan(new["val_auc"]) else new["val_auc"]
+    auc_best = -math.inf if math.isnan(best["val_auc"]) else best["val_auc"]
+    return (auc_new, -new["val_loss"]) > (auc_best, -best["val_loss"])
+
+
+def fit(plan: FitPlan, cfg: Train, dist: Dist, on_epoch_end: EpochHook | None = None) -> FitResult:
+    """Train one split and return its best weights; resumes from ``plan.checkpoint_dir`` if asked."""
+    torch.manual_seed(plan.seed)
+    raw = plan.build_model().to(dist.device)
+    opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp_dtype(cfg.precision, dist.device) == torch.float16)
+    history: list[dict[str, float]] = []
+    start_epoch, best, best_state, best_epoch = 0, None, None, -1
+    resumed = ckpt.load_checkpoint(plan.checkpoint_dir, dist.device) if cfg.resume and plan.checkpoint_dir else None
+    if resumed is not None:
+        weights, state = resumed
+        raw.load_state_dict(weights)
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, best_epoch = list(state["history"]), state["best"], int(state["best_epoch"])
+        best_state = ckpt.load_weights(plan.checkpoint_dir / "best.safetensors")
+        start_epoch = int(state["epoch"]) + 1
+        ckpt.set_rng_state(state["rng"])
+    model = wrap(torch.compile(raw) if cfg.compile else raw, dist)
+    per_rank_batch = max(1, math.ceil(cfg.batch_size / dist.world))
+    sampler = EpochSampler(len(plan.train_set), rank=dist.rank, world=dist.world, seed=plan.seed,
+                           weights=plan.sample_weights)
+    loader = make_loader(plan.train_set, sampler, per_rank_batch, cfg, dist)
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
+    loss_w = None if plan.class_weights is None else torch.as_tensor(plan.class_weights, dtype=torch.float32,
+                                                                     device=dist.device)
+    y_val = {r.participant: r.label for r in plan.val_set.records}
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        stats, _ = train_one_epoch(model, loader, opt, scaler, step=epoch * steps_per_epoch, total_steps=total,
+                                   cfg=cfg, dist=dist, loss_weights=loss_w, steps_per_epoch=steps_per_epoch)
+        stats.update(score(predict(model, plan.val_set, cfg, dist), y_val))
+        stats.update(epoch=epoch + 1, seconds=time.perf_counter() - started)
+        history.append(stats)
+        if _better(stats, best):
+            best, best_epoch = {k: stats[k] for k in ("val_auc", "val_loss")}, epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+            if dist.is_main and plan.checkpoint_dir is not None:
+                ckpt.save_weights(plan.checkpoint_dir / "best.safetensors", best_state)
+        if dist.is_main and plan.checkpoint_dir is not None and (
+                (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+            ckpt.save_checkpoint(plan.checkpoint_dir, epoch, unwrap(model), {
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                "best": best, "best_epoch": best_epoch})
+        if on_epoch_end is not None:
+            on_epoch_end(plan.name, stats)
+    assert best_state is not None, "no epoch was run"
+    return FitResult(best_state=best_state, best_epoch=best_epoch, history=history)

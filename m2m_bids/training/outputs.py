@@ -1,0 +1,138 @@
+"""Files of a group run (rank 0 only): metrics tables, out-of-fold predictions, figures, model bundle.
+
+The model card is what ``apply`` reads to rebuild the network (``model.config``), reproduce the
+tabular features (``tabular``), check that new data were preprocessed the same way (``preproc`` and
+``cache``), and tell the user how the model was trained and how well it cross-validated.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import logging
+import math
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from m2m_bids import __version__
+from m2m_bids.config import RunConfig
+from m2m_bids.io_utils import write_json_atomic, write_text_atomic
+from m2m_bids.training.checkpoint import save_weights
+from m2m_bids.training.data import EntryLike
+from m2m_bids.training.figures import roc_pr_figures, training_curves
+from m2m_bids.training.labels import Labels
+from m2m_bids.training.metrics import METRICS
+
+if TYPE_CHECKING:
+    from m2m_bids.training.api import GroupResult
+    from m2m_bids.training.splitrun import SplitOutput
+
+log = logging.getLogger(__name__)
+
+CARD_VERSION = 1
+PACKAGES = ("torch", "numpy", "monai", "scikit-learn", "safetensors", "pandas", "nibabel")
+
+
+def _clean(value: Any) -> Any:
+    """NaN -> None so the JSON is strict (``NaN`` is not JSON)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def metrics_table(result: GroupResult) -> pd.DataFrame:
+    """One row per fold plus ``mean`` and ``sd`` rows; one column per metric."""
+    rows = [{"split": name, **{m: values[m] for m in METRICS}} for name, values in result.per_fold.items()]
+    rows.append({"split": "mean", **{m: result.summary[m]["mean"] for m in METRICS}})
+    rows.append({"split": "sd", **{m: result.summary[m]["sd"] for m in METRICS}})
+    return pd.DataFrame(rows)
+
+
+def write_group_outputs(group_dir: Path, result: GroupResult, outputs: list[SplitOutput], labels: Labels) -> None:
+    """``metrics.tsv``, ``metrics.json``, ``oof-predictions.tsv`` and ``figures/*.svg``."""
+    write_text_atomic(group_dir / "metrics.tsv", metrics_table(result).to_csv(sep="\t", index=False,
+                                                                             float_format="%.4f", na_rep="n/a"))
+    write_text_atomic(group_dir / "oof-predictions.tsv",
+                      result.oof.to_csv(sep="\t", index=False, float_format="%.6f"))
+    write_json_atomic(group_dir / "metrics.json", _clean({
+        "classes": result.classes, "positive_class": result.classes[-1] if len(result.classes) == 2 else None,
+        "per_fold": result.per_fold, "summary": result.summary,
+        "n_participants": {"labelled": int(len(labels.y)), "excluded": len(labels.excluded),
+                           "per_class": labels.counts()},
+        "excluded": result.excluded,
+        "best_epoch": {o.split.name: o.best_epoch for o in outputs}}))
+    figures = group_dir / "figures"
+    roc_pr_figures(result.oof, result.classes, figures)
+    training_curves({o.split.name: o.history for o in outputs}, figures)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the numbers (recorded in the model card)."""
+    versions = {"m2m_bids": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def cache_provenance(entries: list[EntryLike]) -> dict[str, Any]:
+    """Cache keys and preprocessing-parameter hashes of the training samples (``apply`` checks them)."""
+    hashes = set()
+    for entry in entries:
+        for name in ("preproc_hash", "params_hash", "param_hash"):
+            if entry.meta.get(name) is not None:
+                hashes.add(str(entry.meta[name]))
+    return {"param_hashes": sorted(hashes), "keys": sorted(str(e.key) for e in entries)}
+
+
+def write_bundle(bundle: Path, final: SplitOutput, result: GroupResult, labels: Labels, cfg: RunConfig,
+                 entries: list[EntryLike]) -> Path:
+    """``weights.safetensors`` + ``model-card.json`` of the final model (trained on all labelled participants)."""
+    weights = save_weights(bundle / "weights.safetensors", final.best_state,
+                           metadata={"arch": cfg.model.arch, "format": "m2m-bids"})
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    card = {
+        "card_version": CARD_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_id": cfg.run_id,
+        "arch": cfg.model.arch,
+        "model": final.model_info,
+        "modalities": list(final.modalities),
+        "window_frames": cfg.model.window_frames,
+        "weights": {"file": weights.name, "sha256": digest},
+        "classes": labels.classes,
+        "positive_class": labels.classes[-1] if len(labels.classes) == 2 else None,
+        "label_column": cfg.train.label_column,
+        "label_rule": cfg.train.label_rule,
+        "tabular": final.encoder.to_dict(),
+        "preproc": cfg.preproc.model_dump(mode="json"),
+        "cache": cache_provenance(entries),
+        "train": cfg.train.model_dump(mode="json"),
+        "model_cfg": cfg.model.model_dump(mode="json"),
+        "splits": {"folds": [s.to_dict() for s in result.splits],
+                   "final": result.final_split.to_dict() if result.final_split else None},
+        "excluded": labels.excluded,
+        "seeds": {"random_seed": cfg.execution.random_seed,
+                  "splits": {s.name: cfg.execution.random_seed + 1000 * (k + 1)
+                             for k, s in enumerate([*result.splits, final.split])}},
+        "final_model": {"best_epoch": final.best_epoch,
+                        "val_auc": final.history[final.best_epoch - 1]["val_auc"] if final.history else None},
+        "metrics": {"summary": result.summary, "per_fold": result.per_fold},
+        "versions": package_versions(),
+    }
+    write_json_atomic(bundle / "model-card.json", _clean(card))
+    log.info("model bundle written to %s (sha256 %s)", bundle, digest[:12])
+    return bundle
+
+
+__all__ = ["write_bundle", "write_group_outputs", "metrics_table", "package_versions"]

@@ -1,0 +1,140 @@
+"""One split of the group run: fit the tabular encoder, build the datasets, train, predict the test fold.
+
+A finished split leaves ``result.json`` + ``best.safetensors`` in its work folder; with
+``train.resume`` it is read back instead of retrained, and an unfinished split continues from its
+last checkpoint (see :mod:`m2m_bids.training.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from m2m_bids.config import RunConfig
+from m2m_bids.io_utils import write_json_atomic
+from m2m_bids.training import checkpoint as ckpt
+from m2m_bids.training.augment import Augmenter
+from m2m_bids.training.data import (EntryLike, RunRecord, WindowDataset, class_weights, make_records,
+                                    participant_of)
+from m2m_bids.training.distributed import Dist, barrier, broadcast_object
+from m2m_bids.training.labels import Labels
+from m2m_bids.training.loop import EpochHook, FitPlan, fit, predict
+from m2m_bids.training.splits import Split
+from m2m_bids.training.tabular import TabularEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitOutput:
+    """A trained split: best weights, the model it belongs to, test-fold logits per participant."""
+
+    split: Split
+    best_state: dict[str, Any]
+    best_epoch: int
+    history: list[dict[str, float]]
+    encoder: TabularEncoder
+    model_info: dict[str, Any]
+    modalities: tuple[str, ...]
+    test_logits: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class SplitRunner:
+    """Trains splits that share entries, phenotype, labels and configuration."""
+
+    def __init__(self, entries: list[EntryLike], phenotype: pd.DataFrame, labels: Labels, cfg: RunConfig,
+                 dist: Dist, run_dir: Path) -> None:
+        self.entries = entries
+        self.phenotype = phenotype
+        self.labels = labels
+        self.cfg = cfg
+        self.dist = dist
+        self.run_dir = run_dir
+        self.participants = sorted({participant_of(e) for e in entries})
+        first = entries[0].load("fmri" if "fmri" in cfg.model.modalities else "smri")
+        self.img_size = tuple(int(s) for s in first.shape[:3])
+        self.modalities = tuple(cfg.model.modalities)
+        if "tabular" in self.modalities and not cfg.train.tabular_columns:
+            log.info("no tabular columns chosen (train.tabular_columns): training without the tabular branch")
+            self.modalities = tuple(m for m in self.modalities if m != "tabular")
+
+    def build_model(self, n_tabular: int) -> nn.Module:
+        """A fresh model of ``cfg.model.arch`` for this input size and tabular width."""
+        from m2m_bids.models import create_model
+
+        mc = self.cfg.model
+        return create_model(mc.arch, num_classes=len(self.labels.classes), img_size=self.img_size,
+                            frames=mc.window_frames, n_tabular=n_tabular, modalities=self.modalities,
+                            **mc.overrides)
+
+    def _records(self, ids: tuple[str, ...], tab: dict[str, np.ndarray]) -> list[RunRecord]:
+        wanted = set(ids)
+        y = {p: int(v) for p, v in self.labels.y.items()}
+        chosen = {p: tab[p] for p in self.participants if p in wanted}
+        return make_records(self.entries, y, chosen)
+
+    def datasets(self, split: Split, encoder: TabularEncoder) -> tuple[WindowDataset, ...]:
+        """Training (random windows, augmented if asked), validation and test (all windows) datasets."""
+        tc, frames = self.cfg.train, self.cfg.model.window_frames
+        table = self.phenotype.reindex(self.participants)
+        features = encoder.transform(table)
+        tab = {p: features[i] for i, p in enumerate(self.participants)}
+        common = {"frames": frames, "modalities": self.modalities}
+        train = WindowDataset(self._records(split.train, tab), train=True, samples_per_run=tc.samples_per_run,
+                              augmenter=Augmenter() if tc.augment else None, **common)
+        val = WindowDataset(self._records(split.val, tab), train=False, max_eval_windows=tc.max_eval_windows,
+                            **common)
+        test = WindowDataset(self._records(split.test, tab), train=False, max_eval_windows=tc.max_eval_windows,
+                             **common)
+        return train, val, test
+
+    def run(self, split: Split, *, seed: int, hook: EpochHook | None) -> SplitOutput:
+        """Train ``split`` (or read it back when finished and resuming) and predict its test fold."""
+        tc = self.cfg.train
+        split_dir = self.run_dir / split.name
+        encoder = TabularEncoder.fit(self.phenotype.reindex(list(split.train)), list(tc.tabular_columns))
+        train_set, val_set, test_set = self.datasets(split, encoder)
+        model = self.build_model(encoder.n_features)
+        from m2m_bids.models import model_info
+
+        info = model_info(model)
+        done = split_dir / "result.json"
+        if tc.resume and done.is_file():
+            log.info("%s already trained (%s): reusing it", split.name, done)
+            result = _read_result(done)
+            best_state = ckpt.load_weights(split_dir / "best.safetensors")
+            best_epoch, history = int(result["best_epoch"]), list(result["history"])
+        else:
+            train_labels = np.array([r.label for r in train_set.records])
+            n_classes = len(self.labels.classes)
+            weights = class_weights(train_labels, n_classes)
+            plan = FitPlan(
+                name=split.name, build_model=lambda: self.build_model(encoder.n_features), train_set=train_set,
+                val_set=val_set, n_classes=n_classes, seed=seed, checkpoint_dir=split_dir,
+                class_weights=weights if tc.class_balance == "weighted_loss" else None,
+                sample_weights=(np.tile(weights[train_labels], tc.samples_per_run)
+                                if tc.class_balance == "sampler" else None))
+            fitted = fit(plan, tc, self.dist, hook)
+            best_state, best_epoch, history = fitted.best_state, fitted.best_epoch, fitted.history
+        model.load_state_dict(best_state)
+        model.to(self.dist.device)
+        test_logits = predict(model, test_set, tc, self.dist) if len(test_set) else {}
+        if self.dist.is_main:
+            ckpt.save_weights(split_dir / "best.safetensors", best_state)
+            write_json_atomic(done, {"split": split.to_dict(), "best_epoch": best_epoch, "history": history,
+                                     "test_logits": {p: z.tolist() for p, z in test_logits.items()}})
+        barrier(self.dist)
+        test_logits = broadcast_object(test_logits, self.dist)
+        return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits)
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,115 @@
+"""``apply_model`` end to end on held-out synthetic participants: outputs, truth check, refusals (exit 65)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from m2m_bids.exitcodes import ExitCode
+from m2m_bids.interpret.api import apply_model
+
+from .conftest import TEST_LABELS, Trained
+from .synthetic import PLANTED_NAMES
+
+T1W_SALIENCY = "anat/sub-{p}_space-MNI152NLin2009aSym_atlas-Blocks_res-6_stat-saliency_desc-T1w_table.tsv"
+
+
+@pytest.fixture(scope="module")
+def applied(trained: Trained) -> tuple[Trained, dict]:
+    cfg = trained.config()
+    failures = apply_model(trained.bundle, trained.test_entries, cfg)
+    return trained, failures
+
+
+def test_model_learned_the_planted_effect(trained: Trained):
+    assert trained.train_accuracy >= 0.9
+
+
+def test_predictions_written_per_participant_and_dataset(applied):
+    trained, failures = applied
+    assert failures == {}
+    out = trained.root / "out"
+    table = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert sorted(table["participant_id"]) == [f"sub-{p}" for p in TEST_LABELS]
+    assert np.allclose(table[["prob_CN", "prob_AD"]].sum(axis=1), 1.0, atol=1e-4)
+    ad = table[table["participant_id"].isin(["sub-31", "sub-33"])]["prob_AD"]
+    cn = table[table["participant_id"] == "sub-32"]["prob_AD"]
+    assert ad.min() > cn.max()
+    per = pd.read_csv(out / "sub-31" / "sub-31_desc-m2m_predictions.tsv", sep="\t")
+    assert list(per["scope"]) == ["session", "run"] and per["n_windows"].iloc[0] == 3
+    side = json.loads((out / "sub-31" / "sub-31_desc-m2m_predictions.json").read_text())
+    assert side["Classes"] == ["CN", "AD"] and side["ModelID"].startswith("m2m@")
+    assert side["PreprocessingParameters"]["fwhm_mm"] == trained.config().preproc.fwhm_mm
+
+
+def test_maps_are_niftis_on_the_model_grid(applied):
+    trained, _ = applied
+    anat = trained.root / "out" / "sub-31" / "anat"
+    for stat in ("attention", "saliency"):
+        img = nib.load(anat / f"sub-31_space-MNI152NLin2009aSym_res-6_stat-{stat}_desc-T1w_statmap.nii.gz")
+        assert img.shape == (16, 16, 16)
+        np.testing.assert_allclose(img.affine[0, 0], 6.0)
+        assert np.asarray(img.dataobj).mean() == pytest.approx(1.0, rel=0.05)
+    func = trained.root / "out" / "sub-31" / "func"
+    assert (func / "sub-31_task-rest_space-MNI152NLin2009aSym_res-6_stat-attention_desc-bold_statmap.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("participant", sorted(p for p, y in TEST_LABELS.items() if y == 1))
+def test_saliency_top5_regions_contain_the_planted_atrophy(applied, participant):
+    """Truth check: on held-out AD participants both planted blocks are among the top 5 of 64 regions."""
+    trained, _ = applied
+    table = pd.read_csv(trained.root / "out" / f"sub-{participant}" / T1W_SALIENCY.format(p=participant), sep="\t")
+    top = set(table.loc[table["top"], "name"])
+    assert len(top) == 5
+    assert set(PLANTED_NAMES) <= top, table.head(8)
+    side = json.loads((trained.root / "out" / f"sub-{participant}" /
+                       T1W_SALIENCY.format(p=participant).replace(".tsv", ".json")).read_text())
+    assert side["Atlas"] == "Blocks" and "AtlasLicense" in side and len(side["TopRegions"]) == 5
+
+
+def test_brain_states_and_temporal_scores(applied):
+    trained, _ = applied
+    func = trained.root / "out" / "sub-31" / "func"
+    scores = pd.read_csv(func / "sub-31_task-rest_stat-attention_desc-temporal_timeseries.tsv", sep="\t")
+    assert len(scores) == 12 and scores["score"].notna().all()
+    states = pd.read_csv(func / "sub-31_task-rest_space-MNI152NLin2009aSym_atlas-Blocks_stat-attention_"
+                                "desc-brainstates_table.tsv", sep="\t")
+    assert 1 <= len(states) <= 3 and (states["n_frames"] >= 10).all()
+    rel = pd.read_csv(func / "sub-31_task-rest_space-MNI152NLin2009aSym_atlas-Blocks_stat-pearsoncorrelation_"
+                             "desc-state1_relmat.tsv", sep="\t", index_col=0)
+    assert rel.shape == (64, 64)
+    np.testing.assert_allclose(np.diag(rel.to_numpy()), 1.0, atol=1e-6)
+    assert (trained.root / "out" / "sub-31.html").is_file()
+    assert "predictions.tsv" in (trained.root / "out" / ".bidsignore").read_text()
+
+
+def test_training_participant_refused_unless_allowed(trained: Trained):
+    entry = trained.train_entries[0]
+    failures = apply_model(trained.bundle, [entry], trained.config())
+    assert failures["01"].code == ExitCode.DATA_ERROR and "training set" in failures["01"].message
+    cfg = trained.config(execution={"allow_training_participants": True},
+                         interpret={"saliency": False, "reports": False})
+    assert apply_model(trained.bundle, [entry], cfg) == {}
+    table = pd.read_csv(trained.root / "out" / "predictions.tsv", sep="\t")
+    assert bool(table.set_index("participant_id").loc["sub-01", "in_training_set"]) is True
+
+
+def test_preprocessing_mismatch_is_refused_with_what_differs(trained: Trained):
+    cfg = trained.config(preproc={"fwhm_mm": 4.0, "resolution_mm": 6.0, "grid_shape": [16, 16, 16]})
+    entry = trained.test_entries[1]
+    # The cached tensors carry their own parameters (meta["preproc"]); make this run's differ too.
+    failures = apply_model(trained.bundle, [_with_preproc(entry, fwhm_mm=4.0)], cfg)
+    assert failures["32"].code == ExitCode.DATA_ERROR
+    assert "fwhm_mm: model=6.0, data=4.0" in failures["32"].message
+
+
+def _with_preproc(entry, **changes):
+    from m2m_bids.preproc.cache import CacheEntry
+
+    meta = dict(entry.meta)
+    meta["preproc"] = {**meta["preproc"], **changes}
+    return CacheEntry(path=entry.path, key=entry.key, meta=meta)
