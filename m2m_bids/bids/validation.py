@@ -178,10 +178,11 @@ def check_bold(path: Path, metadata: dict[str, Any], label: str, *, min_volumes:
         usable = n_volumes - dummy_scans
         if usable < min_volumes:
             problems.append(ParticipantProblem(
-                label, f"the BOLD run has {n_volumes} volumes ({usable} after {dummy_scans} dummy scans); "
+                label, f"the BOLD run has {n_volumes} volumes"
+                       f"{f' ({usable} after {dummy_scans} dummy scans)' if dummy_scans else ''}; "
                        f"at least {min_volumes} are needed", str(path),
-                "exclude the run (--bids-filter-file) or participant, or lower Preproc.min_volumes in the "
-                "config file if short runs are intended"))
+                "exclude the run (--bids-filter-file) or the participant, or, if short runs are intended, "
+                "set min_volumes under [preproc] in a --config-file"))
     tr = _repetition_time(metadata)
     if tr is None:
         header_tr = info.zooms[3] if len(info.zooms) > 3 else 0.0

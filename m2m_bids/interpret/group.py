@@ -23,8 +23,8 @@ from m2m_bids.config import RunConfig
 from m2m_bids.interpret.atlas_tables import parcellate
 from m2m_bids.interpret.bundle import load_bundle
 from m2m_bids.interpret.inference import RunScores, meta_value, score_run
-from m2m_bids.interpret.maps import relative_to_uniform, smooth, to_nifti, upsample_tokens, voxel_size
-from m2m_bids.interpret.participant import MODALITY_DESC, SALIENCY_FWHM_MM, SCALE_NOTE
+from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, to_nifti, upsample_tokens, voxel_size
+from m2m_bids.interpret.participant import MODALITY_DESC, SCALE_NOTE
 from m2m_bids.interpret.predictions import write_tsv
 from m2m_bids.interpret.tsne import embed_latents
 from m2m_bids.io_utils import atomic_path, write_json_atomic
@@ -64,8 +64,8 @@ def _sample_maps(scores: list[RunScores], shape: tuple[int, int, int], affine: n
             out[("attention", modality)] = upsample_tokens(np.mean(att, axis=0), shape)
         sal = [s.saliency[modality] for s in scores if modality in s.saliency]
         if sal:
-            out[("saliency", modality)] = relative_to_uniform(smooth(np.mean(sal, axis=0), SALIENCY_FWHM_MM,
-                                                                     voxel_size(affine)))
+            vox = voxel_size(affine)
+            out[("saliency", modality)] = relative_to_uniform(smooth(np.mean(sal, axis=0), saliency_fwhm(vox), vox))
     return out
 
 
@@ -126,7 +126,7 @@ def _write_class_map(ctx: Any, group_dir: Path, label: str, stat: str, modality:
                      affine: np.ndarray, n: int) -> GroupMap:
     desc = MODALITY_DESC[modality][0]
     clean = "".join(ch for ch in label if ch.isalnum())
-    stem = f"class-{clean}_space-{ctx.template}_res-{ctx.res}_stat-{stat}_desc-{desc}_statmap"
+    stem = f"space-{ctx.template}_res-{ctx.res}_stat-{stat}_class-{clean}_desc-{desc}_statmap"
     img = to_nifti(volume, affine, f"group {stat} {desc} {label}")
     with atomic_path(group_dir / f"{stem}.nii.gz") as tmp:
         img.to_filename(tmp)

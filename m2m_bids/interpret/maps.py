@@ -53,6 +53,16 @@ def relative_to_uniform(values: np.ndarray, mask: np.ndarray | None = None) -> n
     return values / mean
 
 
+#: Smoothing of gradient maps: the preprocessing's 6 mm FWHM (no finer detail exists in the input),
+#: and at least two voxels so that coarse grids are smoothed too.
+SALIENCY_FWHM_MM = 6.0
+
+
+def saliency_fwhm(voxel_mm: float) -> float:
+    """FWHM (mm) used to smooth a gradient map on a grid of ``voxel_mm`` voxels."""
+    return max(SALIENCY_FWHM_MM, 2.0 * voxel_mm)
+
+
 def smooth(volume: np.ndarray, fwhm_mm: float, voxel_mm: float) -> np.ndarray:
     """Gaussian smoothing with a FWHM in millimetres (gradient maps are speckled voxel to voxel)."""
     if fwhm_mm <= 0:

@@ -2,7 +2,7 @@
 
 BIDS has no ``stat`` entity nor ``statmap``/``table``/``predictions`` suffixes yet (BEP041 and
 XCP-D conventions are followed), so these files are listed in ``.bidsignore``
-(:data:`BIDSIGNORE`). The order ``sub ses task run space atlas res stat desc`` keeps the entities
+(:data:`BIDSIGNORE`; bids-validator-deno matches folder names without a trailing slash). The order ``sub ses task run space atlas res stat desc`` keeps the entities
 BIDS does know in the order the validator checks.
 """
 
@@ -16,8 +16,8 @@ ENTITY_ORDER = ("sub", "ses", "task", "run", "space", "atlas", "res", "stat", "c
 #: Patterns for ``.bidsignore`` covering everything this package writes that BIDS cannot name yet.
 BIDSIGNORE = ["*_statmap.nii.gz", "*_statmap.json", "*_table.tsv", "*_table.json", "*_predictions.tsv",
               "*_predictions.json", "*_relmat.tsv", "*_relmat.json", "*_timeseries.tsv",
-              "*_timeseries.json", "predictions.tsv", "predictions.json", "sub-*.html", "group.html",
-              "group/", "sub-*/figures/"]
+              "*_timeseries.json", "predictions.tsv", "predictions.json", "*.html", "group", "figures",
+              "**/figures"]
 
 
 def res_label(resolution_mm: float) -> str:

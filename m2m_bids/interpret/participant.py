@@ -7,7 +7,6 @@ temporal scores and brain states per run.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,17 +20,15 @@ from m2m_bids.interpret.atlas_tables import parcellate, top_regions
 from m2m_bids.interpret.brain_states import brain_states, states_table, stitch_frame_scores
 from m2m_bids.interpret.bundle import Bundle
 from m2m_bids.interpret.inference import RunScores, meta_value
-from m2m_bids.interpret.maps import relative_to_uniform, smooth, to_nifti, upsample_tokens, voxel_size
+from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, to_nifti, upsample_tokens, voxel_size
 from m2m_bids.interpret.naming import Namer
 from m2m_bids.interpret.predictions import write_tsv
-from m2m_bids.io_utils import write_json_atomic, write_text_atomic
+from m2m_bids.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.participant import MapView, SessionView, StateView
 
 log = logging.getLogger(__name__)
 
-#: Smoothing of gradient maps (the preprocessing's 6 mm FWHM: no finer detail exists in the input).
-SALIENCY_FWHM_MM = 6.0
 #: What each stored modality is called in file names (``desc-``) and datatype folders.
 MODALITY_DESC = {"smri": ("T1w", "anat"), "fmri": ("bold", "func")}
 SCALE_NOTE = "relative to uniform: 1 = the score of every voxel if the model weighed all voxels equally"
@@ -96,7 +93,7 @@ def _weighted_mean(items: list[tuple[np.ndarray, int]]) -> np.ndarray:
 def _map_sidecar(ctx: Context, method: str, modality: str, sources: list[str]) -> dict[str, Any]:
     what = ("spatial co-attention of the fusion latents over this modality's tokens, upsampled from the "
             "token grid" if method == "attention" else
-            f"|gradient| of the predicted class logit w.r.t. the input, smoothed with {SALIENCY_FWHM_MM:g} mm FWHM")
+            f"|gradient| of the predicted class logit w.r.t. the input, smoothed with a Gaussian of FWHM max(6 mm, 2 voxels)")
     return {"Description": f"{what} ({MODALITY_DESC[modality][0]})", "Scale": SCALE_NOTE,
             "Resolution": f"{ctx.res.replace('p', '.')} mm isotropic MNI grid of the model", "Method": method,
             "ModelID": ctx.bundle.model_id, "Space": ctx.template, "Sources": sources}
@@ -109,8 +106,6 @@ def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray
     ents = {"task": task, "space": ctx.template, "res": ctx.res, "stat": method, "desc": desc}
     nii = namer.path(datatype, "statmap", ".nii.gz", **ents)
     img = to_nifti(volume, affine, f"m2m {method} {desc}")
-    from m2m_bids.io_utils import atomic_path
-
     with atomic_path(nii) as tmp:
         img.to_filename(tmp)
     write_json_atomic(nii.with_name(nii.name.replace(".nii.gz", ".json")), _map_sidecar(ctx, method, modality, sources))
@@ -151,7 +146,7 @@ def session_maps(ctx: Context, namer: Namer, runs: list[tuple[Any, RunScores]]) 
         if all(modality in s.saliency for _, s in members):
             raw = _weighted_mean([(s.saliency[modality], 1) for _, s in members])
             mask = _mask(members[0][0], shape)
-            vol = relative_to_uniform(smooth(raw, SALIENCY_FWHM_MM, voxel_size(affine)), mask)
+            vol = relative_to_uniform(smooth(raw, saliency_fwhm(voxel_size(affine)), voxel_size(affine)), mask)
             views.append(write_map(ctx, namer, vol, affine, "saliency", modality, task, sources))
     return views
 
@@ -241,7 +236,3 @@ def apply_session(ctx: Context, label: str, session: str | None, runs: list[tupl
     states = [v for e, s in runs if (v := run_states(ctx, namer, e, s)) is not None]
     return SessionView(session=session, prediction=session_row, probabilities=probs, probability_figure=prob_fig,
                        maps=maps, states=states, predictions_tsv=path)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -72,6 +72,7 @@ class ModelConfig:
     latent_init_std: float = 0.02
     spatial_fusion: bool = True
     spatial_per_frame: bool = True
+    spatial_latents: str = "patch"
     temporal_fusion: bool = True
     refinement: bool = True
     tabular_tokens: str = "single"
@@ -142,6 +143,9 @@ def _validate(cfg: ModelConfig) -> None:
         raise ValueError(f"num_heads {cfg.num_heads} must have one entry per stage (depths {cfg.depths})")
     if cfg.weighting not in WEIGHTINGS:
         raise ValueError(f"weighting {cfg.weighting!r} invalid; choose from {list(WEIGHTINGS)}")
+    if cfg.spatial_latents not in ("patch", "joint"):
+        raise ValueError("spatial_latents must be 'patch' (one latent per patch) or 'joint' "
+                         "(one per joint token, the paper's 'dimension as L_joint')")
     if cfg.tabular_tokens not in ("single", "per_feature"):
         raise ValueError("tabular_tokens must be 'single' or 'per_feature'")
     if cfg.align_time_reduction not in ("mean", "sum"):

@@ -57,7 +57,7 @@ class M2MAlignNet(nn.Module):
         self.spatial_pos = nn.Parameter(torch.randn(n, c) * std)
         self.type_embed = nn.Parameter(torch.randn(len(_TYPE_INDEX), c) * std)
         if cfg.spatial_fusion:
-            self.spatial_latent = nn.Parameter(torch.randn(n, c) * std)
+            self.spatial_latent = nn.Parameter(torch.randn(self._joint_tokens(n), c) * std)
             self.spatial_coattn = CoAttention(c, cfg.fusion_heads, norm_query=False)
         self.cross = nn.ModuleDict({m: CoAttention(c, cfg.fusion_heads, residual=True)
                                     for m in self.modalities})
@@ -72,6 +72,15 @@ class M2MAlignNet(nn.Module):
         self.head = ClassifierHead(c * len(self.modalities), cfg.num_classes)
         if cfg.alignment and cfg.align_projection and {"fmri", "smri"} <= set(self.modalities):
             self.align_proj = nn.ModuleDict({m: nn.Linear(c, c) for m in ("fmri", "smri")})
+
+    def _joint_tokens(self, n: int) -> int:
+        """Number of spatial latents: one per patch, or one per joint token (``spatial_latents``)."""
+        if self.config.spatial_latents == "patch":
+            return n
+        n_tab = 0
+        if "tabular" in self.modalities:
+            n_tab = 1 if self.config.tabular_tokens == "single" else self.config.n_tabular
+        return n * len({"fmri", "smri"} & set(self.modalities)) + n_tab
 
     def _tokens(self, fmri: torch.Tensor | None, smri: torch.Tensor | None,
                 tabular: torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -68,7 +68,7 @@ def estimate_motion(data: np.ndarray, affine: np.ndarray, reference: np.ndarray 
     center = affine[:3, :3] @ ((np.asarray(ref.shape) - 1) / 2.0) + affine[:3, 3]
     n_frames = data.shape[-1]
     params = np.zeros((n_frames, 6))
-    for fwhm_mm, step in ((8.0, 2), (4.0, 1)):
+    for fwhm_mm, step in ((8.0, 3), (4.0, 2)):
         sigma = fwhm_mm / 2.355 / zooms
         ref_s = ndimage.gaussian_filter(ref, sigma)
         points, ref_vals, ref_grad = _reference_points(ref_s, affine, step)
@@ -123,7 +123,7 @@ def _gauss_newton(vols: np.ndarray, affine: np.ndarray, center: np.ndarray, poin
         # Gauss-Newton step with the (fixed) reference-gradient Jacobian: dp = -(J'J)^-1 J' r
         delta = -(resid @ j) @ hess_inv.T  # (B, 6)
         params = params + delta
-        if float(delta.abs().max()) < 1e-5:
+        if float(delta.abs().max()) < 1e-4:
             break
     return params.numpy()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-
 from m2m_bids.synth.geometry import (apply, oblique_affine, rigid_matrix, smooth_bias_field,
                                      voxel_coords)
 from m2m_bids.synth.sources import Sources, atrophied_t1, sample_mni, shrink_displacement
@@ -56,10 +54,7 @@ def simulate_t1w(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose: 
     shape = tuple(spec.t1w_shape)
     affine = acquisition_affine(shape, tuple(spec.t1w_zooms), spec.t1w_axcodes, pose,
                                 spec.grid_tilt_deg, rng)
-    volume = atrophied_t1(src, severity)
-    blur = max(min(spec.t1w_zooms) / spec.template_res - 1.0, 0.0) / 2.0
-    if blur > 0:
-        volume = ndimage.gaussian_filter(volume, blur)
+    volume = atrophied_t1(src, severity, max(min(spec.t1w_zooms) / spec.template_res - 1.0, 0.0) / 2.0)
     mni = apply(pose.matrix @ affine, voxel_coords(shape))
     mni += shrink_displacement(src, severity, mni, SHRINK_PER_SEVERITY)
     image = sample_mni(volume, src, mni).reshape(shape)
@@ -74,10 +69,7 @@ def simulate_t1w(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose: 
 def mni_t1w(src: Sources, grid_affine: np.ndarray, shape: tuple[int, int, int],
             severity: dict[str, float], res: float) -> np.ndarray:
     """The participant's atrophied anatomy on an MNI grid (what a perfect normalisation gives)."""
-    volume = atrophied_t1(src, severity)
-    blur = max(res / src.affine[0, 0] - 1.0, 0.0) / 2.0
-    if blur > 0:
-        volume = ndimage.gaussian_filter(volume, blur)
+    volume = atrophied_t1(src, severity, max(res / src.affine[0, 0] - 1.0, 0.0) / 2.0)
     mni = apply(grid_affine, voxel_coords(shape))
     mni += shrink_displacement(src, severity, mni, SHRINK_PER_SEVERITY)
     return sample_mni(volume, src, mni).reshape(shape)

@@ -31,18 +31,20 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the BIDS dataset into.")],
     preset: Annotated[str, typer.Option(help=f"Size preset: {', '.join(PRESETS)}.")] = "tiny",
-    n_participants: Annotated[Optional[int], typer.Option("--n-participants", "-n", min=1)] = None,
+    n_participants: Annotated[Optional[int], typer.Option(
+        "--n-participants", "-n", min=1, help="Participants (default: 8).")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated subset of CN,MCI,AD.")] = None,
     proportions: Annotated[Optional[str], typer.Option(help="Comma-separated weights, one per class.")] = None,
     effect_size: Annotated[Optional[float], typer.Option(min=0.0, help="0 = no planted signal.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (datasets are deterministic under it).")] = 0,
     sessions: Annotated[int, typer.Option(min=1, help="Sessions per participant.")] = 1,
     task: Annotated[str, typer.Option(help="Task label of the BOLD runs.")] = "rest",
-    n_volumes: Annotated[Optional[int], typer.Option("--n-volumes", min=4)] = None,
+    n_volumes: Annotated[Optional[int], typer.Option(
+        "--n-volumes", min=4, help="BOLD volumes (default: from the preset).")] = None,
     fmriprep_derivatives: Annotated[bool, typer.Option(
         "--fmriprep-derivatives", help="Also write fMRIPrep-like MNI derivatives.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT_DIR.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
     """Write a synthetic T1w + resting BOLD + clinical-table BIDS dataset with planted effects."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -58,7 +60,7 @@ def synth(
         typer.echo(f"m2m-synth: {err.render()}", err=True)
         raise typer.Exit(int(err.code)) from None
     truth = json.loads((root / GROUND_TRUTH).read_text())
-    counts = ", ".join(f"{k}={v}" for k, v in truth["class_counts"].items())
+    counts = ", ".join(f"{c}={truth['class_counts'][c]}" for c in spec.classes)
     typer.echo(f"wrote {root} in {time.perf_counter() - started:.1f} s")
     typer.echo(f"  preset {spec.preset_name}: {spec.n_participants} participants ({counts}), "
                f"{spec.sessions} session(s), task-{spec.task}, {spec.n_volumes} volumes, TR {spec.repetition_time} s")

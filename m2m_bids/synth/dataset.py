@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from m2m_bids import __version__
 from m2m_bids.exitcodes import AppError, ExitCode
@@ -43,6 +45,16 @@ CONVENTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every participant's simulation shares: output root, spec, sources, derivative grids."""
+
+    root: Path
+    spec: SynthSpec
+    src: Sources
+    grids: dict[str, tuple[np.ndarray, tuple, np.ndarray]]
+
+
 def generate_dataset(out_dir: Path, spec: SynthSpec, *, force: bool = False) -> Path:
     """Write a complete synthetic BIDS dataset to ``out_dir`` and return its path."""
     spec.validate()
@@ -56,10 +68,12 @@ def generate_dataset(out_dir: Path, spec: SynthSpec, *, force: bool = False) -> 
     bidsio.write_top_level(root, spec, table)
     if spec.fmriprep_derivatives:
         bidsio.write_fmriprep_description(root / "derivatives" / "fmriprep")
+    coupling = {dx: coupling_matrix(src.region_names, dx, spec.effect_size) for dx in spec.classes}
+    ctx = _Context(root, spec, src, derivative_grids(src, spec) if spec.fmriprep_derivatives else {})
     per_participant = {}
     for index, (label, dx) in enumerate(zip(labels, diagnoses)):
-        per_participant[f"sub-{label}"] = _simulate_participant(root, src, spec, label, dx, index)
-    truth = _ground_truth(spec, src, table, per_participant)
+        per_participant[f"sub-{label}"] = _simulate_participant(ctx, (label, dx), index, coupling[dx])
+    truth = _ground_truth(spec, src, table, per_participant, coupling)
     write_json_atomic(root / GROUND_TRUTH, truth)
     LOGGER.info("wrote %d participants to %s in %.1f s", spec.n_participants, root,
                 time.perf_counter() - started)
@@ -93,28 +107,32 @@ def atrophy_severity(diagnosis: str, effect_size: float, jitter: float,
     return {region: round(float(min(sev * scale, 0.8)), 5) for region, sev in ATROPHY_AD.items()}
 
 
-def _simulate_participant(root: Path, src: Sources, spec: SynthSpec, label: str, dx: str,
-                          index: int) -> dict[str, Any]:
+def _simulate_participant(ctx: _Context, ids: tuple[str, str], index: int,
+                          coupling: tuple[np.ndarray, list[dict]]) -> dict[str, Any]:
     """Simulate and write every session of one participant; return its ground-truth record."""
+    spec = ctx.spec
+    label, dx = ids
+    changes = coupling[1]
     rng = np.random.default_rng([spec.seed, 1000 + index])
     scale = float(1.0 + rng.normal(0.0, spec.brain_scale_sd))
     jitter = float(np.clip(rng.normal(1.0, 0.15), 0.5, 1.5))
     sessions = [None] if spec.sessions == 1 else [f"{s + 1:02d}" for s in range(spec.sessions)]
-    corr, changes = coupling_matrix(src.region_names, dx, spec.effect_size)
     record: dict[str, Any] = {"diagnosis": dx, "brain_scale": round(scale, 5),
                               "atrophy_jitter": round(jitter, 5), "coupling_changes": changes,
                               "sessions": {}}
     for s_index, ses in enumerate(sessions):
         severity = atrophy_severity(dx, spec.effect_size, jitter, 1.0 + 0.1 * s_index)
         record["sessions"][f"ses-{ses}" if ses else "none"] = _simulate_session(
-            root, src, spec, rng, (label, ses), scale, severity, corr, changes)
+            ctx, rng, (label, ses), scale, severity, coupling)
     return record
 
 
-def _simulate_session(root: Path, src: Sources, spec: SynthSpec, rng: np.random.Generator,
-                      ids: tuple[str, str | None], scale: float, severity: dict[str, float],
-                      corr: np.ndarray, changes: list[dict]) -> dict[str, Any]:
+def _simulate_session(ctx: _Context, rng: np.random.Generator, ids: tuple[str, str | None],
+                      scale: float, severity: dict[str, float],
+                      coupling: tuple[np.ndarray, list[dict]]) -> dict[str, Any]:
     """One T1w + one BOLD run (and optional derivatives) for a participant/session."""
+    root, spec, src = ctx.root, ctx.spec, ctx.src
+    corr, changes = coupling
     folder, prefix = bidsio.entities_prefix(*ids)
     pose = random_head_pose(spec, rng, scale)
     t1w, t1w_affine = simulate_t1w(src, spec, rng, pose, severity)
@@ -140,16 +158,20 @@ def _simulate_session(root: Path, src: Sources, spec: SynthSpec, rng: np.random.
                  "coupling_realised": _realised_coupling(src, run, changes)},
     }
     if spec.fmriprep_derivatives:
-        record["derivatives"] = _write_derivatives(root, src, spec, rng, ids, severity, run)
+        record["derivatives"] = _write_derivatives(ctx, rng, ids, severity, run)
     return record
 
 
 def _realised_coupling(src: Sources, run: BoldRun, changes: list[dict]) -> dict[str, float]:
     """Mean correlation actually present between the planted region groups (latent signals)."""
     pos = {name: i for i, name in enumerate(src.region_names)}
-    corr = np.corrcoef(run.fine_series.T)
-    return {c["name"]: round(float(np.mean([corr[pos[a], pos[b]] for a in c["regions_a"]
-                                             for b in c["regions_b"]])), 4) for c in changes}
+    out = {}
+    for change in changes:
+        cols = [pos[r] for r in change["regions_a"] + change["regions_b"]]
+        corr = np.corrcoef(run.fine_series[:, cols].T)
+        n_a = len(change["regions_a"])
+        out[change["name"]] = round(float(corr[:n_a, n_a:].mean()), 4)
+    return out
 
 
 def mni_grid(res: float) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -160,18 +182,27 @@ def mni_grid(res: float) -> tuple[np.ndarray, tuple[int, int, int]]:
     return affine, shape  # type: ignore[return-value]
 
 
-def _write_derivatives(root: Path, src: Sources, spec: SynthSpec, rng: np.random.Generator,
-                       ids: tuple[str, str | None], severity: dict[str, float], run: BoldRun) -> dict:
+def derivative_grids(src: Sources, spec: SynthSpec) -> dict[str, tuple[np.ndarray, tuple, np.ndarray]]:
+    """MNI grids (affine, shape, brain mask) of the anat and func derivatives, built once."""
+    grids = {}
+    for kind, res in (("anat", spec.deriv_t1w_res), ("func", spec.deriv_bold_res)):
+        affine, shape = mni_grid(res)
+        mask = sample_mni(src.mask.astype(np.float32), src, _grid_points(affine, shape)) > 0.5
+        grids[kind] = (affine, shape, mask.reshape(shape).astype(np.uint8))
+    return grids
+
+
+def _write_derivatives(ctx: _Context, rng: np.random.Generator, ids: tuple[str, str | None],
+                       severity: dict[str, float], run: BoldRun) -> dict:
     """fMRIPrep-like MNI-space outputs: what a perfect preprocessing of this scan would give."""
+    root, spec, src = ctx.root, ctx.spec, ctx.src
     folder, prefix = bidsio.entities_prefix(*ids)
     base = root / "derivatives" / "fmriprep" / folder
     space = f"space-{TEMPLATE_SPACE}"
     paths: dict[str, str] = {}
-    for kind, res in (("anat", spec.deriv_t1w_res), ("func", spec.deriv_bold_res)):
-        affine, shape = mni_grid(res)
+    for kind, (affine, shape, mask) in ctx.grids.items():
+        res = float(affine[0, 0])
         stem = f"{prefix}_{space}" if kind == "anat" else f"{prefix}_task-{spec.task}_{space}"
-        mask = sample_mni(src.mask.astype(np.float32), src, _grid_points(affine, shape)) > 0.5
-        mask = mask.reshape(shape).astype(np.uint8)
         if kind == "anat":
             data = np.round(mni_t1w(src, affine, shape, severity, res) * 1000.0).astype(np.int16)
             bidsio.write_nifti(base / kind / f"{stem}_desc-preproc_T1w.nii.gz", data, affine)
@@ -202,7 +233,8 @@ def _grid_points(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return apply(affine, voxel_coords(shape))
 
 
-def _ground_truth(spec: SynthSpec, src: Sources, table, per_participant: dict) -> dict[str, Any]:
+def _ground_truth(spec: SynthSpec, src: Sources, table: pd.DataFrame, per_participant: dict,
+                  coupling: dict[str, tuple[np.ndarray, list[dict]]]) -> dict[str, Any]:
     """Everything planted, in one JSON document (sourcedata/ground_truth.json)."""
     planted = spec.effect_size > 0
     return {
@@ -218,8 +250,7 @@ def _ground_truth(spec: SynthSpec, src: Sources, table, per_participant: dict) -
             "atrophy": {dx: atrophy_severity(dx, spec.effect_size, 1.0) for dx in spec.classes},
             "coupling": {"networks": {k: list(v) for k, v in NETWORKS.items()},
                          "within_network_r": WITHIN_NETWORK_R, "between_region_r": BETWEEN_REGION_R,
-                         "changes": {dx: coupling_matrix(src.region_names, dx, spec.effect_size)[1]
-                                     for dx in spec.classes},
+                         "changes": {dx: changes for dx, (_, changes) in coupling.items()},
                          "reference_changes_at_effect_1": [list(c) for c in COUPLING_AD]},
             "tabular": tabular_parameters(spec.effect_size),
             "tau_abeta42_ratio_cutoff": TAU_ABETA_CUTOFF,

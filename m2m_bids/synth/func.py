@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, signal, stats
+import math
+
+from scipy import ndimage
 
 from m2m_bids.synth.anat import HeadPose, acquisition_affine
 from m2m_bids.synth.geometry import apply, motion_matrices, voxel_coords
@@ -63,7 +65,12 @@ def random_motion(n_vols: int, spec: SynthSpec, rng: np.random.Generator) -> np.
 
 def coupling_matrix(region_names: tuple[str, ...], diagnosis: str,
                     effect_size: float) -> tuple[np.ndarray, list[dict]]:
-    """Target correlation between all regions for a class, and the planted pair changes."""
+    """Target correlation between all regions for a class, and the planted pair changes.
+
+    Lowering only some pairs inside a network can leave a matrix that is not a correlation
+    matrix; it is then projected to the nearest positive-definite one, and the recorded
+    ``target_r``/``delta_r`` are the values after that projection (``requested_delta_r`` before).
+    """
     n = len(region_names)
     pos = {name: i for i, name in enumerate(region_names)}
     corr = np.full((n, n), BETWEEN_REGION_R)
@@ -77,21 +84,32 @@ def coupling_matrix(region_names: tuple[str, ...], diagnosis: str,
         corr[np.ix_(ia, ib)] += delta * scale
         corr[np.ix_(ib, ia)] += delta * scale
         changes.append({"name": label, "regions_a": list(group_a), "regions_b": list(group_b),
-                        "delta_r": round(delta * scale, 4),
-                        "target_r": round(WITHIN_NETWORK_R + delta * scale, 4)})
+                        "requested_delta_r": round(delta * scale, 4) + 0.0})
     np.fill_diagonal(corr, 1.0)
-    vals, vecs = np.linalg.eigh(corr)
-    if vals.min() < 1e-6:  # keep it a valid correlation matrix
+    try:
+        np.linalg.cholesky(corr)
+    except np.linalg.LinAlgError:  # keep it a valid correlation matrix
+        vals, vecs = np.linalg.eigh(corr)
         corr = vecs @ np.diag(np.clip(vals, 1e-6, None)) @ vecs.T
         d = np.sqrt(np.diag(corr))
         corr = corr / d[:, None] / d[None, :]
+    for change in changes:  # report what the (possibly PSD-adjusted) matrix really holds
+        ia = [pos[r] for r in change["regions_a"]]
+        ib = [pos[r] for r in change["regions_b"]]
+        target = float(corr[np.ix_(ia, ib)].mean())
+        change["target_r"] = round(target, 4)
+        change["delta_r"] = round(target - WITHIN_NETWORK_R, 4) + 0.0
     return corr, changes
 
 
 def canonical_hrf(dt: float) -> np.ndarray:
     """SPM-like double-gamma haemodynamic response sampled every ``dt`` seconds (32 s long)."""
     t = np.arange(0.0, 32.0, dt)
-    hrf = stats.gamma.pdf(t, 6.0) - stats.gamma.pdf(t, 16.0) / 6.0
+
+    def gamma_pdf(shape: float) -> np.ndarray:
+        return t ** (shape - 1.0) * np.exp(-t) / math.gamma(shape)
+
+    hrf = gamma_pdf(6.0) - gamma_pdf(16.0) / 6.0
     return hrf / np.abs(hrf).sum()
 
 
@@ -101,7 +119,9 @@ def region_signals(corr: np.ndarray, duration: float, rng: np.random.Generator) 
     n_fine = int(np.ceil(duration / FINE_DT)) + 2
     chol = np.linalg.cholesky(corr)
     white = rng.standard_normal((n_fine + len(hrf) - 1, corr.shape[0])) @ chol.T
-    bold = signal.fftconvolve(white, hrf[:, None], mode="valid", axes=0)
+    n_fft = int(2 ** np.ceil(np.log2(white.shape[0] + len(hrf))))
+    full = np.fft.irfft(np.fft.rfft(white, n_fft, axis=0) * np.fft.rfft(hrf, n_fft)[:, None], n_fft, axis=0)
+    bold = full[len(hrf) - 1: white.shape[0]]  # the 'valid' part of the convolution
     bold -= bold.mean(axis=0)
     return (bold / bold.std(axis=0)).astype(np.float32)
 
@@ -128,17 +148,22 @@ def simulate_bold(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose:
     regional = np.concatenate([np.zeros(regional.shape[:2] + (1,), np.float32), regional], axis=2)
     params = random_motion(n_vols, spec, rng)
     centre = pose.brain_centre_scanner
-    epi = _blur_to(src.epi, spec.bold_zooms, spec.template_res)
+    epi = src.blurred("epi", _blur_sigma(spec.bold_zooms, spec.template_res))
     vox = voxel_coords(shape)
     slice_of_voxel = np.indices(shape)[2].ravel()
     drift = 1.0 + 0.01 * np.cos(np.linspace(0, np.pi, n_vols) + rng.uniform(0, np.pi))
     out = np.empty(shape + (n_vols,), dtype=np.int16)
-    for k, motion in enumerate(motion_matrices(params, centre)):
-        mni = apply(pose.matrix @ motion @ affine, vox)
-        base = sample_mni(epi, src, mni)
-        label = sample_mni(src.labels, src, mni, order=0).astype(np.int64)
-        value = base * (1.0 + spec.bold_signal_change * regional[k, slice_of_voxel, label]) * drift[k]
-        out[..., k] = _magnitude(value.reshape(shape), spec.bold_noise, rng)
+    matrices = motion_matrices(params, centre)
+    n_vox = vox.shape[1]
+    chunk = max(1, 4_000_000 // n_vox)  # volumes per map_coordinates call (bounded memory)
+    for first in range(0, n_vols, chunk):
+        ks = range(first, min(first + chunk, n_vols))
+        mni = np.concatenate([apply(pose.matrix @ matrices[k] @ affine, vox) for k in ks], axis=1)
+        base = sample_mni(epi, src, mni).reshape(len(ks), n_vox)
+        label = sample_mni(src.labels, src, mni, order=0).astype(np.int64).reshape(len(ks), n_vox)
+        for j, k in enumerate(ks):
+            value = base[j] * (1.0 + spec.bold_signal_change * regional[k, slice_of_voxel, label[j]])
+            out[..., k] = _magnitude(value.reshape(shape) * drift[k], spec.bold_noise, rng)
     return BoldRun(data=out, affine=affine, slice_timing=timing, motion_params=params,
                    motion_centre=centre, region_series=_at_times(fine, np.arange(n_vols) * tr),
                    fine_series=fine)
@@ -152,17 +177,16 @@ def mni_bold(src: Sources, spec: SynthSpec, grid_affine: np.ndarray, shape: tupl
     regional = _at_times(run.fine_series, times)
     regional = np.concatenate([np.zeros((len(times), 1), np.float32), regional], axis=1)
     mni = apply(grid_affine, voxel_coords(shape))
-    base = sample_mni(_blur_to(src.epi, (spec.deriv_bold_res,) * 3, spec.template_res), src, mni)
+    base = sample_mni(src.blurred("epi", _blur_sigma((spec.deriv_bold_res,), spec.template_res)), src, mni)
     label = sample_mni(src.labels, src, mni, order=0).astype(np.int64)
     data = base[:, None] * (1.0 + spec.bold_signal_change * regional[:, label].T)
     data += rng.normal(0, spec.bold_noise, data.shape).astype(np.float32) * (base[:, None] > 0)
-    return (data * BOLD_SCALE).reshape(shape + (len(times),)).astype(np.float32)
+    return np.clip(data * BOLD_SCALE, 0, None).reshape(shape + (len(times),)).astype(np.float32)
 
 
-def _blur_to(volume: np.ndarray, zooms: tuple[float, ...], res: float) -> np.ndarray:
-    """Smooth a working-grid image to roughly the point spread of a coarser acquisition."""
-    sigma = max(min(zooms) / res - 1.0, 0.0) / 2.0
-    return ndimage.gaussian_filter(volume, sigma) if sigma > 0 else volume
+def _blur_sigma(zooms: tuple[float, ...], res: float) -> float:
+    """Gaussian sigma (working-grid voxels) approximating a coarser acquisition's point spread."""
+    return max(min(zooms) / res - 1.0, 0.0) / 2.0
 
 
 def _magnitude(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

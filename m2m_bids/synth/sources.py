@@ -8,14 +8,17 @@ participant only scales them.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from m2m_bids.atlases import Atlas, load_atlas
+from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.synth.geometry import resample_to_resolution, sample
 from m2m_bids.synth.spec import ATROPHY_AD, NETWORKS, SynthSpec
 
@@ -48,6 +51,15 @@ class Sources:
     region_names: tuple[str, ...]  # compact index i -> name at position i-1
     atlas: Atlas
     atrophy_regions: tuple[RegionWeight, ...]
+    _blur_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def blurred(self, name: str, sigma_vox: float) -> np.ndarray:
+        """``name`` (t1, gm or epi) smoothed by ``sigma_vox``, computed once per dataset."""
+        key = (name, round(float(sigma_vox), 4))
+        if key not in self._blur_cache:
+            data = getattr(self, name)
+            self._blur_cache[key] = ndimage.gaussian_filter(data, sigma_vox) if sigma_vox > 0 else data
+        return self._blur_cache[key]
 
     @property
     def inv_affine(self) -> np.ndarray:
@@ -57,21 +69,12 @@ class Sources:
 
 def build_sources(spec: SynthSpec) -> Sources:
     """Load templates and atlas, resample to ``spec.template_res``, derive region weights."""
-    from nilearn.datasets import (load_mni152_brain_mask, load_mni152_gm_template,
-                                  load_mni152_template, load_mni152_wm_template)
-
-    t1_img = load_mni152_template(resolution=1)
-    raw = {
-        "t1": t1_img.get_fdata(dtype=np.float32),
-        "gm": load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32),
-        "wm": load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32),
-        "mask": load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32),
-    }
+    raw, template_affine = load_templates()
     res = float(spec.template_res)
     out: dict[str, np.ndarray] = {}
-    affine = t1_img.affine
+    affine = template_affine
     for key, data in raw.items():
-        out[key], affine = resample_to_resolution(data, t1_img.affine, res)
+        out[key], affine = resample_to_resolution(data, template_affine, res)
     mask = out["mask"] > 0.5
     gm, wm = np.clip(out["gm"], 0, 1), np.clip(out["wm"], 0, 1)
     csf = np.clip(out["mask"] - gm - wm, 0, 1)
@@ -84,6 +87,33 @@ def build_sources(spec: SynthSpec) -> Sources:
     return Sources(affine=affine, t1=np.clip(out["t1"], 0, None) * mask, gm=gm * mask, mask=mask,
                    epi=epi.astype(np.float32), labels=labels, region_names=names, atlas=atlas,
                    atrophy_regions=atrophy)
+
+
+def load_templates() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """nilearn's bundled 1 mm ICBM152 2009a T1, GM and WM (rescaled to 0..1) and brain mask.
+
+    The files are read straight from nilearn's data folder: the same images and the same
+    rescaling/threshold (0.2) as ``nilearn.datasets.load_mni152_*``, without the ~1.5 s import
+    of ``nilearn.datasets``.
+    """
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise AppError("nilearn is not installed; it provides the MNI template", ExitCode.NO_INPUT,
+                       hint="pip install nilearn")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    out: dict[str, np.ndarray] = {}
+    affine = np.eye(4)
+    for key in ("t1", "gm", "wm"):
+        path = folder / f"mni_icbm152_{key}_tal_nlin_sym_09a_converted.nii.gz"
+        if not path.exists():
+            raise AppError("nilearn's MNI template file is missing", ExitCode.NO_INPUT, path=str(path),
+                           hint="reinstall nilearn")
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        out[key] = data / data.max()
+        affine = img.affine
+    out["mask"] = (out["t1"] > 0.2).astype(np.float32)
+    return out, affine
 
 
 def _compact_labels(atlas: Atlas, mask: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -122,14 +152,19 @@ def _check_regions(names: tuple[str, ...]) -> None:
         raise ValueError(f"planted regions missing from the atlas on the working grid: {missing}")
 
 
-def atrophied_t1(src: Sources, severity: dict[str, float]) -> np.ndarray:
-    """Source T1 with local GM intensity loss: GM voxels move towards CSF darkness."""
-    t1 = src.t1.copy()
+def atrophied_t1(src: Sources, severity: dict[str, float], sigma_vox: float = 0.0) -> np.ndarray:
+    """Source T1 (pre-smoothed by ``sigma_vox``) with local GM intensity loss towards CSF darkness.
+
+    Smoothing before the loss (rather than after) lets the smoothing be cached per dataset; the
+    region weights are already smooth, so the difference is negligible.
+    """
+    t1 = src.blurred("t1", sigma_vox).copy()
+    gm = src.blurred("gm", sigma_vox)
     for region in src.atrophy_regions:
         sev = severity.get(region.name, 0.0)
         if sev <= 0:
             continue
-        loss = sev * region.weight * src.gm[region.box]
+        loss = sev * region.weight * gm[region.box]
         t1[region.box] *= 1.0 - np.clip(loss, 0.0, 0.9)
     return t1
 
@@ -142,15 +177,23 @@ def shrink_displacement(src: Sources, severity: dict[str, float], mni: np.ndarra
     inwards, i.e. the structure appears smaller; the Gaussian envelope keeps it local.
     """
     disp = np.zeros_like(mni)
-    for region in src.atrophy_regions:
-        k = shrink_per_severity * severity.get(region.name, 0.0)
-        if k <= 0:
-            continue
-        rel = mni - region.centroid_mm[:, None].astype(np.float32)
+    active = [(r, shrink_per_severity * severity.get(r.name, 0.0)) for r in src.atrophy_regions]
+    active = [(r, k) for r, k in active if k > 0]
+    if not active:
+        return disp
+    reach = np.array([3.0 * r.sigma_mm for r, _ in active])[:, None]
+    centres = np.array([r.centroid_mm for r, _ in active])
+    lo, hi = (centres - reach).min(axis=0), (centres + reach).max(axis=0)
+    cand = np.flatnonzero(np.all((mni >= lo[:, None]) & (mni <= hi[:, None]), axis=0))
+    sub = mni[:, cand]
+    sub_disp = np.zeros_like(sub)
+    for region, k in active:
+        rel = sub - region.centroid_mm[:, None].astype(np.float32)
         dist2 = (rel * rel).sum(axis=0)
         near = dist2 < (3.0 * region.sigma_mm) ** 2
         env = np.exp(-dist2[near] / (2.0 * region.sigma_mm ** 2))
-        disp[:, near] += k * rel[:, near] * env
+        sub_disp[:, near] += k * rel[:, near] * env
+    disp[:, cand] = sub_disp
     return disp
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.training.data import EntryLike, participant_of
-from m2m_bids.training.distributed import barrier, setup_distributed, teardown
+from m2m_bids.training.distributed import Dist, barrier, setup_distributed, teardown
 from m2m_bids.training.labels import Labels, derive_labels
 from m2m_bids.training.loop import EpochHook
 from m2m_bids.training.metrics import classification_metrics, softmax, summarise
@@ -67,7 +67,8 @@ def train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConfi
         teardown(dist)
 
 
-def _train_group(entries, phenotype, cfg: RunConfig, output_dir: Path, dist, on_epoch_end) -> GroupResult:
+def _train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConfig, output_dir: Path, dist: Dist,
+                 on_epoch_end: EpochHook | None) -> GroupResult:
     tc = cfg.train
     participants = sorted({participant_of(e) for e in entries})
     phenotype = _normalise_index(phenotype)

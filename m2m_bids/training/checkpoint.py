@@ -88,7 +88,8 @@ def save_checkpoint(directory: Path, epoch: int, model: nn.Module, state: dict[s
     return state_path
 
 
-def load_checkpoint(directory: Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def load_checkpoint(directory: Path, device: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The latest checkpoint in ``directory`` as ``(model weights, state)``, or ``None`` if there is none."""
     import json
 

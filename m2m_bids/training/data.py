@@ -196,7 +196,7 @@ def aggregate_logits(record_idx: np.ndarray, logits: np.ndarray, records: list[R
     """Mean logits per participant over all windows of all its runs."""
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for r, z in zip(record_idx, logits):
+    for r, z in zip(record_idx, logits, strict=True):
         p = records[int(r)].participant
         sums[p] = sums.get(p, 0) + z
         counts[p] = counts.get(p, 0) + 1

@@ -16,7 +16,8 @@ import logging
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,7 +76,7 @@ class LabelRule:
         for c in self.columns:
             inputs_ok &= table[c].notna().to_numpy()
         out: list[str | None] = []
-        for ok, v in zip(inputs_ok, value):
+        for ok, v in zip(inputs_ok, value, strict=True):
             out.append(_to_class(v, classes) if ok else None)
         return pd.Series(out, index=table.index, dtype=object)
 
@@ -148,7 +149,7 @@ def _eval(node: ast.AST, env: dict[str, np.ndarray], n: int) -> Any:
     if isinstance(node, ast.Compare):
         result: Any = True
         left = _eval(node.left, env, n)
-        for op, comp in zip(node.ops, node.comparators):
+        for op, comp in zip(node.ops, node.comparators, strict=True):
             right = _eval(comp, env, n)
             result = np.logical_and(result, _COMPARE[type(op)](left, right))
             left = right

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,11 +84,12 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def make_loader(dataset: WindowDataset, sampler: Sampler, batch_size: int, cfg: Train, dist: Dist) -> DataLoader:
+def make_loader(dataset: WindowDataset, sampler: Sampler, batch_size: int, cfg: Train, dist: Dist,
+                persistent: bool = True) -> DataLoader:
     """Workers + pinned memory so the next batches are ready while the GPU computes."""
     workers = cfg.num_workers
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0,
+                      pin_memory=dist.device.type == "cuda", persistent_workers=persistent and workers > 0,
                       prefetch_factor=4 if workers > 0 else None)
 
 
@@ -136,7 +138,7 @@ def predict(model: nn.Module, dataset: WindowDataset, cfg: Train, dist: Dist) ->
     """Participant-level logits: every window of every run, sharded over ranks, averaged per participant."""
     model.eval()
     sampler = ShardSampler(len(dataset), dist.rank, dist.world)
-    loader = make_loader(dataset, sampler, cfg.batch_size, cfg.model_copy(update={"num_workers": 0}), dist)
+    loader = make_loader(dataset, sampler, cfg.batch_size, cfg, dist, persistent=False)
     dtype = amp_dtype(cfg.precision, dist.device)
     records, logits = [], []
     for batch in loader:
@@ -218,5 +220,6 @@ def fit(plan: FitPlan, cfg: Train, dist: Dist, on_epoch_end: EpochHook | None = 
                 "best": best, "best_epoch": best_epoch})
         if on_epoch_end is not None:
             on_epoch_end(plan.name, stats)
-    assert best_state is not None, "no epoch was run"
+    if best_state is None:
+        raise RuntimeError(f"{plan.name}: no epoch was run (epochs={cfg.epochs}, resumed at {start_epoch})")
     return FitResult(best_state=best_state, best_epoch=best_epoch, history=history)

@@ -8,6 +8,7 @@ A metric undefined for a fold (e.g. AUC with one class present) is NaN and skipp
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score,
@@ -38,8 +39,10 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     with np.errstate(divide="ignore", invalid="ignore"):
         sens = tp / (tp + fn)
         spec = tn / (tn + fp)
-    out = {"accuracy": float(accuracy_score(y, pred)),
-           "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(np.unique(y)) > 1 else math.nan}
+    with warnings.catch_warnings():  # small folds: a predicted class may be absent from y (expected)
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(y, pred)) if len(np.unique(y)) > 1 else math.nan
+    out = {"accuracy": float(accuracy_score(y, pred)), "balanced_accuracy": balanced}
     if n_classes == 2:
         out["sensitivity"], out["specificity"] = float(sens[1]), float(spec[1])
         out["f1"] = float(f1_score(y, pred, pos_label=1, zero_division=0))

@@ -86,13 +86,11 @@ def package_versions() -> dict[str, str]:
 
 
 def cache_provenance(entries: list[EntryLike]) -> dict[str, Any]:
-    """Cache keys and preprocessing-parameter hashes of the training samples (``apply`` checks them)."""
-    hashes = set()
-    for entry in entries:
-        for name in ("preproc_hash", "params_hash", "param_hash"):
-            if entry.meta.get(name) is not None:
-                hashes.add(str(entry.meta[name]))
-    return {"param_hashes": sorted(hashes), "keys": sorted(str(e.key) for e in entries)}
+    """Cache keys, preprocessing parameters and their hashes of the training samples (``apply`` checks them)."""
+    hashes = {str(e.meta["params_hash"]) for e in entries if e.meta.get("params_hash") is not None}
+    params = [e.meta["preproc"] for e in entries if e.meta.get("preproc") is not None]
+    return {"param_hashes": sorted(hashes), "params": params[0] if params else None,
+            "keys": sorted(str(e.key) for e in entries)}
 
 
 def write_bundle(bundle: Path, final: SplitOutput, result: GroupResult, labels: Labels, cfg: RunConfig,

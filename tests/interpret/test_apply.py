@@ -113,3 +113,22 @@ def _with_preproc(entry, **changes):
     meta = dict(entry.meta)
     meta["preproc"] = {**meta["preproc"], **changes}
     return CacheEntry(path=entry.path, key=entry.key, meta=meta)
+
+
+def test_group_interpretation_writes_class_maps_top_regions_tsne_and_report(applied):
+    from m2m_bids.interpret.group import write_group_interpretation
+
+    trained, _ = applied
+    cfg = trained.config(interpret={"saliency": False})
+    entries = trained.train_entries[:6] + trained.test_entries
+    group = write_group_interpretation(trained.bundle, entries, cfg)
+    top = pd.read_csv(group / "atlas-Blocks_desc-topregions_table.tsv", sep="\t")
+    assert set(top["class"]) == {"CN", "AD"} and set(top["modality"]) == {"T1w", "bold"}
+    assert (top.groupby(["class", "modality", "stat"]).size() == 5).all()
+    maps = sorted(p.name for p in group.glob("*_class-*_statmap.nii.gz"))
+    assert "space-MNI152NLin2009aSym_res-6_stat-attention_class-AD_desc-T1w_statmap.nii.gz" in maps
+    tsne = pd.read_csv(group / "desc-tsne_latents.tsv", sep="\t")
+    assert len(tsne) == 2 * len(entries) and set(tsne["modality"]) == {"fmri", "smri"}
+    assert json.loads((group / "desc-tsne_latents.json").read_text())["Perplexity"] < len(tsne)
+    html = (trained.root / "out" / "group.html").read_text()
+    assert "t-SNE" in html and "data:image/png;base64," in html

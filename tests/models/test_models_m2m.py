@@ -72,7 +72,7 @@ def test_swift_on_smri_only() -> None:
 SWITCHES = [
     {"temporal_fusion": False}, {"spatial_fusion": False}, {"refinement": False},
     {"alignment": False}, {"spatial_per_frame": False}, {"tabular_tokens": "per_feature"},
-    {"fusion_heads": 2}, {"align_projection": True, "align_symmetric": True},
+    {"fusion_heads": 2}, {"spatial_latents": "joint"}, {"align_projection": True, "align_symmetric": True},
     {"weighting": "none"}, {"weighting": "kl"},  # all six are checked against a loop in the loss tests
 ]
 

@@ -110,3 +110,17 @@ def test_gradient_checkpointing_matches_plain() -> None:
     enc(x).square().mean().backward()
     for g, p in zip(grads, enc.parameters()):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
+
+
+def test_drop_path_is_stochastic_in_training_only() -> None:
+    cfg = build_config("swift", {"preset": "tiny", "img_size": (16, 16, 16), "frames": 2,
+                                 "drop_path_rate": 0.5, "modalities": ("fmri",)})
+    enc = SwinEncoder4D(cfg)
+    x = torch.randn(4, 1, 16, 16, 16, 2)
+    enc.eval()
+    torch.testing.assert_close(enc(x), enc(x))
+    enc.train()
+    torch.manual_seed(0)
+    a = enc(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, enc(x))

@@ -28,8 +28,8 @@ def cache(tmp_path: Path) -> TensorCache:
 
 @pytest.fixture
 def make_config(tmp_path: Path):
-    """Factory of tiny RunConfigs (``train`` keyword arguments override Train fields)."""
-    return lambda **train: tiny_config(tmp_path, **train)
+    """Factory of tiny RunConfigs (``root``: folder for bids/out; ``train`` overrides Train fields)."""
+    return lambda root=None, **train: tiny_config(root or tmp_path, **train)
 
 
 def tiny_config(tmp_path: Path, **train: Any) -> RunConfig:

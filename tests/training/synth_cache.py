@@ -44,7 +44,7 @@ def build_dataset(cache: Any, n_per_class: int = 10, *, frames: int = 8, effect:
         sessions = ["1", "2"] if (i + 1) % 3 == 0 else ["1"]
         for ses in sessions:
             meta = {"participant": participant, "session": ses, "task": "rest", "run": None,
-                    "repetition_time": 2.0, "preproc_hash": "synthetic"}
+                    "repetition_time": 2.0, "params_hash": "synthetic", "preproc": {"grid_shape": [GRID] * 3}}
             key = hashlib.sha256(f"{seed}-sub-{participant}_ses-{ses}_task-rest".encode()).hexdigest()
             entries.append(cache.put(key, make_run(rng, label, frames, effect), meta))
         rows[participant] = {"diagnosis": ["CN", "AD"][label],

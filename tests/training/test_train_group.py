@@ -38,6 +38,7 @@ def test_planted_signal_is_learned_and_outputs_are_complete(cache, make_config, 
     assert card["tabular"]["columns"] == ["age", "sex"]
     assert card["tabular"]["numeric"]["age"]["std"] > 0
     assert card["preproc"]["grid_shape"] == [64, 64, 64] and card["cache"]["param_hashes"] == ["synthetic"]
+    assert card["cache"]["params"] == {"grid_shape": [16, 16, 16]} and len(card["cache"]["keys"]) == len(entries)
     folds = card["splits"]["folds"]
     tested = [p for f in folds for p in f["test"]]
     assert sorted(tested) == sorted(p for p in phenotype.index if p != "05")  # every labelled one tested once
@@ -47,19 +48,11 @@ def test_planted_signal_is_learned_and_outputs_are_complete(cache, make_config, 
     model.load_state_dict(weights)  # the card rebuilds the exact architecture
 
 
-def test_shuffled_labels_stay_near_chance(cache, make_config):
-    entries, phenotype = build_dataset(cache, n_per_class=16, effect=3.0, seed=0)
-    rng = np.random.default_rng(7)
-    phenotype["diagnosis"] = rng.permutation(phenotype["diagnosis"].to_numpy())
-    cfg = make_config()
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
-    assert abs(result.summary["roc_auc"]["mean"] - 0.5) < 0.25, result.summary
-
-
 def test_three_classes_one_vs_rest(cache, make_config):
     entries, phenotype = build_dataset(cache, n_per_class=6, effect=3.0, seed=1)
     phenotype["diagnosis"] = [["CN", "MCI", "AD"][i % 3] for i in range(len(phenotype))]
-    cfg = make_config(classes=["CN", "MCI", "AD"], folds=2, epochs=2, tabular_columns=[])
+    cfg = make_config(classes=["CN", "MCI", "AD"], folds=2, epochs=2, tabular_columns=[], augment=True,
+                      class_balance="sampler", num_workers=1)  # also the augmentation + worker paths
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
     assert set(result.oof.columns) >= {"prob_CN", "prob_MCI", "prob_AD"}
     assert 0.0 <= result.summary["roc_auc"]["mean"] <= 1.0

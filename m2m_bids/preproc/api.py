@@ -1,0 +1,150 @@
+"""Entry point of the preprocessing stage: :func:`preprocess_participants`.
+
+Plans every run (cache keys from headers and parameters), answers cached runs at once, builds one
+nipype graph with a sub-workflow per participant for the rest, runs it (MultiProc by default, so
+participants and independent nodes run in parallel under ``--nprocs``/``--mem``), and turns each
+participant's outcome into a :class:`ParticipantResult`. One participant's failure never stops
+the others; its message names the file and the fix, the traceback stays in the crash file under
+``OUTPUT_DIR/sub-<id>/log/<run-id>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from m2m_bids.bids.inputs import ParticipantInputs
+from m2m_bids.config import RunConfig
+from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.preproc.cache import CacheEntry, TensorCache
+from m2m_bids.preproc.grid import TEMPLATE_NAME
+from m2m_bids.preproc.interfaces import ERROR_MARKER
+from m2m_bids.preproc.plan import RunPlan, plan_participant
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParticipantResult:
+    """Outcome for one participant: its cache entries (one per BOLD run) or the error that stopped it."""
+
+    label: str
+    entries: list[CacheEntry] = field(default_factory=list)
+    error: AppError | None = None
+    cached: bool = False
+
+
+def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfig) -> list[ParticipantResult]:
+    """Preprocess (or take from the cache) every participant; one result per participant, in order."""
+    cache = TensorCache(cfg.execution.resolved_cache_dir)
+    results: dict[str, ParticipantResult] = {}
+    todo: dict[str, list[RunPlan]] = {}
+    for participant in participants:
+        try:
+            plans = plan_participant(participant, cfg)
+        except AppError as err:
+            log.error("sub-%s: %s", participant.label, err.render())
+            results[participant.label] = ParticipantResult(participant.label, error=err)
+            continue
+        hits = [cache.get(plan.key) for plan in plans]
+        if all(hit is not None for hit in hits) and not cfg.execution.save_preproc:
+            log.info("sub-%s: all %d run(s) found in the tensor cache %s: no preprocessing needed",
+                     participant.label, len(plans), cache.root)
+            results[participant.label] = ParticipantResult(participant.label, entries=list(hits), cached=True)
+        else:
+            todo[participant.label] = plans
+    if todo:
+        _run_workflow(todo, cfg)
+        for label, plans in todo.items():
+            results[label] = _collect(label, plans, cache, cfg)
+    return [results[p.label] for p in participants]
+
+
+def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfig) -> ParticipantResult:
+    entries = [cache.get(plan.key) for plan in plans]
+    if all(e is not None for e in entries):
+        return ParticipantResult(label, entries=list(entries))
+    crash_dir = crash_dump_dir(cfg, label)
+    error = _error_from_crashes(crash_dir) or AppError(
+        f"preprocessing of sub-{label} failed", ExitCode.FAILURE, path=str(crash_dir),
+        hint="read the crash file(s) in that folder; rerun to resume from the nipype work directory")
+    log.error("sub-%s: %s", label, error.render())
+    return ParticipantResult(label, error=error)
+
+
+def crash_dump_dir(cfg: RunConfig, label: str) -> Path:
+    """``OUTPUT_DIR/sub-<id>/log/<run-id>/``."""
+    return cfg.execution.output_dir / f"sub-{label}" / "log" / cfg.run_id
+
+
+def _error_from_crashes(crash_dir: Path) -> AppError | None:
+    """The first user-facing error recorded in the participant's crash files, if any."""
+    if not crash_dir.is_dir():
+        return None
+    crashes = sorted(crash_dir.glob("crash-*"), key=lambda p: p.stat().st_mtime)
+    for crash in crashes:
+        text = crash.read_text(errors="replace")
+        idx = text.find(ERROR_MARKER)
+        if idx >= 0:
+            line = text[idx + len(ERROR_MARKER):].splitlines()[0]
+            try:
+                payload = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            return AppError(payload["message"], ExitCode(payload["code"]), path=payload.get("path"),
+                            hint=payload.get("hint"))
+    if crashes:
+        last = crashes[0].read_text(errors="replace").strip().splitlines()
+        reason = next((ln for ln in reversed(last) if ln.strip() and not ln.startswith(" ")), "unknown error")
+        return AppError(f"a preprocessing step failed: {reason.strip()}", ExitCode.FAILURE, path=str(crashes[0]),
+                        hint="see the crash file for the full traceback; report it if the input looks valid")
+    return None
+
+
+def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
+    """Build one graph for all participants to process and run it with the configured plugin."""
+    from m2m_bids.preproc.workflows import build_preproc_wf
+
+    ex = cfg.execution
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(ex.threads)
+    work = ex.resolved_work_dir / "nipype"
+    work.mkdir(parents=True, exist_ok=True)
+    wf = build_preproc_wf(todo, cfg, base_dir=work)
+    plugin_args: dict[str, Any] = {}
+    if ex.nipype_plugin == "MultiProc":
+        plugin_args = {"n_procs": ex.nprocs, "poll_sleep_duration": 0.05, "raise_insufficient": False}
+        if ex.mem_gb:
+            plugin_args["memory_gb"] = ex.mem_gb
+    plugin_args.update(ex.nipype_plugin_args)
+    start = time.monotonic()
+    log.info("preprocessing %d participant(s), %d run(s) with nipype %s (work dir %s)", len(todo),
+             sum(len(p) for p in todo.values()), ex.nipype_plugin, work)
+    try:
+        wf.run(plugin=ex.nipype_plugin, plugin_args=plugin_args)
+    except RuntimeError as err:  # some node failed; MultiProc finished the others first
+        log.debug("nipype reported failures: %s", err)
+    log.info("preprocessing finished in %.1f s", time.monotonic() - start)
+
+
+def derivatives_info(plan: RunPlan, cfg: RunConfig) -> dict[str, Any]:
+    """What the ``--save-preproc`` node needs to name and describe its files."""
+    return {"output_dir": str(cfg.execution.output_dir), "bids_dir": str(cfg.execution.bids_dir),
+            "entities": dict(plan.bold.entities), "t1w_entities": dict(plan.t1w_entities),
+            "template": TEMPLATE_NAME, "resolution_mm": cfg.preproc.resolution_mm,
+            "grid_shape": list(cfg.preproc.grid_shape), "repetition_time": plan.bold.repetition_time,
+            "fwhm_mm": cfg.preproc.fwhm_mm, "bold": str(plan.bold.path), "t1w": str(plan.t1w)}
+
+
+def bold_size_gb(path: Path) -> float:
+    """In-memory float32 size of a BOLD run (from its header) in GB: sizes nodes for MultiProc."""
+    shape = nib.load(str(path)).shape
+    return 4.0 * float(np.prod(shape)) / 1e9

@@ -1,0 +1,322 @@
+"""Nipype interfaces: thin wrappers that run one function of :mod:`m2m_bids.preproc.steps` each.
+
+Each ``_run_interface`` calls a pure function with the node's working directory as ``out_dir``,
+so nipype caches and resumes per node. A user-facing :class:`~m2m_bids.exitcodes.AppError` is
+re-raised with a one-line JSON marker (:data:`ERROR_MARKER`) that survives nipype's crash file,
+so the caller can report "which file, what is wrong, what to do" instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits)
+
+from m2m_bids.exitcodes import AppError
+
+ERROR_MARKER = "M2M-APPERROR:"
+
+
+class _StepInterface(SimpleInterface):
+    """Runs ``self._step(**inputs, out_dir=cwd)`` and maps its return value onto output names."""
+
+    _outputs_names: tuple[str, ...] = ()
+
+    def _step(self, out_dir: str):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _run_interface(self, runtime):
+        try:
+            result = self._step(out_dir=os.getcwd())
+        except AppError as err:
+            payload = {"message": err.message, "code": int(err.code), "path": err.path, "hint": err.hint}
+            raise RuntimeError(f"{ERROR_MARKER}{json.dumps(payload)}") from err
+        values = result if isinstance(result, tuple) else (result,)
+        for name, value in zip(self._outputs_names, values):
+            self._results[name] = value
+        return runtime
+
+
+# -- T1w -------------------------------------------------------------------------------------------
+class _T1wPrepareIn(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="raw T1w")
+    resolution_mm = traits.Float(mandatory=True)
+
+
+class _T1wPrepareOut(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class T1wPrepare(_StepInterface):
+    """Reorient, downsample, N4 bias-field correction, robust intensity clipping."""
+
+    input_spec, output_spec, _outputs_names = _T1wPrepareIn, _T1wPrepareOut, ("out_file",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import t1w_prepare
+
+        return t1w_prepare(self.inputs.in_file, self.inputs.resolution_mm, out_dir)
+
+
+class _GridIn(BaseInterfaceInputSpec):
+    resolution_mm = traits.Float(mandatory=True)
+    grid_shape = traits.List(traits.Int, minlen=3, maxlen=3, mandatory=True)
+
+
+class _T1wRegisterIn(_GridIn):
+    in_file = File(exists=True, mandatory=True)
+    method = traits.Enum("rigid", "affine", "syn", usedefault=True, default="affine")
+    threads = traits.Int(1, usedefault=True)
+    seed = traits.Int(0, usedefault=True)
+
+
+class _TransformOut(TraitedSpec):
+    transform = File(exists=True)
+
+
+class T1wRegister(_StepInterface):
+    """ANTs registration of the T1w to the MNI template."""
+
+    input_spec, output_spec, _outputs_names = _T1wRegisterIn, _TransformOut, ("transform",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import t1w_register
+
+        i = self.inputs
+        return t1w_register(i.in_file, i.method, i.resolution_mm, list(i.grid_shape), i.threads, i.seed, out_dir)
+
+
+class _T1wToGridIn(_GridIn):
+    in_file = File(exists=True, mandatory=True)
+    transform = File(exists=True, mandatory=True)
+
+
+class _T1wToGridOut(TraitedSpec):
+    t1w = File(exists=True)
+    mask = File(exists=True)
+
+
+class T1wToGrid(_StepInterface):
+    """Resample + mask + intensity-normalise the T1w on the output grid."""
+
+    input_spec, output_spec, _outputs_names = _T1wToGridIn, _T1wToGridOut, ("t1w", "mask")
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import t1w_to_grid
+
+        i = self.inputs
+        return t1w_to_grid(i.in_file, i.transform, i.resolution_mm, list(i.grid_shape), out_dir)
+
+
+# -- BOLD ------------------------------------------------------------------------------------------
+class _BoldPrepareIn(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    dummy_scans = traits.Int(0, usedefault=True)
+    min_volumes = traits.Int(2, usedefault=True)
+
+
+class _OutFile(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class BoldPrepare(_StepInterface):
+    """Reorient to RAS float32, drop dummy scans, check the length."""
+
+    input_spec, output_spec, _outputs_names = _BoldPrepareIn, _OutFile, ("out_file",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import bold_prepare
+
+        i = self.inputs
+        return bold_prepare(i.in_file, i.dummy_scans, i.min_volumes, out_dir)
+
+
+class _SliceTimingIn(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    source_file = File(exists=True, mandatory=True, desc="the raw BOLD (its stored slice axis)")
+    metadata = traits.Str(mandatory=True, desc="sidecar metadata as JSON")
+    ref_fraction = traits.Float(0.5, usedefault=True)
+    enabled = traits.Bool(True, usedefault=True)
+
+
+class _SliceTimingOut(TraitedSpec):
+    out_file = File(exists=True)
+    record = File(exists=True)
+
+
+class SliceTiming(_StepInterface):
+    """Fourier slice-timing correction from SliceTiming/SliceEncodingDirection (or a recorded skip)."""
+
+    input_spec, output_spec, _outputs_names = _SliceTimingIn, _SliceTimingOut, ("out_file", "record")
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import bold_slice_timing
+
+        i = self.inputs
+        return bold_slice_timing(i.in_file, i.source_file, i.metadata, i.ref_fraction, i.enabled, out_dir)
+
+
+class _MotionIn(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    enabled = traits.Bool(True, usedefault=True)
+
+
+class _MotionOut(TraitedSpec):
+    motion = File(exists=True)
+    boldref = File(exists=True)
+
+
+class Motion(_StepInterface):
+    """Rigid head-motion estimation (6 parameters + FD) and the realigned mean BOLD."""
+
+    input_spec, output_spec, _outputs_names = _MotionIn, _MotionOut, ("motion", "boldref")
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import bold_motion
+
+        return bold_motion(self.inputs.in_file, self.inputs.enabled, out_dir)
+
+
+class _CoregIn(BaseInterfaceInputSpec):
+    boldref = File(exists=True, mandatory=True)
+    t1w = File(exists=True, mandatory=True)
+    threads = traits.Int(1, usedefault=True)
+    seed = traits.Int(0, usedefault=True)
+
+
+class Coregister(_StepInterface):
+    """Rigid mean-BOLD -> T1w registration (ANTs, mutual information)."""
+
+    input_spec, output_spec, _outputs_names = _CoregIn, _TransformOut, ("transform",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import bold_coregister
+
+        i = self.inputs
+        return bold_coregister(i.boldref, i.t1w, i.threads, i.seed, out_dir)
+
+
+class _BoldToGridIn(_GridIn):
+    in_file = File(exists=True, mandatory=True)
+    motion = File(exists=True, mandatory=True)
+    coreg = File(exists=True, mandatory=True)
+    transform = File(exists=True, mandatory=True)
+
+
+class BoldToGrid(_StepInterface):
+    """One resampling of the series to the grid (motion, BOLD->T1w, T1w->MNI composed)."""
+
+    input_spec, output_spec, _outputs_names = _BoldToGridIn, _OutFile, ("out_file",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import bold_to_grid
+
+        i = self.inputs
+        return bold_to_grid(i.in_file, i.motion, i.coreg, i.transform, i.resolution_mm, list(i.grid_shape), out_dir)
+
+
+class _SmoothIn(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    fwhm_mm = traits.Float(mandatory=True)
+    resolution_mm = traits.Float(mandatory=True)
+
+
+class Smooth(_StepInterface):
+    """Isotropic Gaussian smoothing (FWHM in mm)."""
+
+    input_spec, output_spec, _outputs_names = _SmoothIn, _OutFile, ("out_file",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import smooth_grid
+
+        i = self.inputs
+        return smooth_grid(i.in_file, i.fwhm_mm, i.resolution_mm, out_dir)
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+class _StoreIn(BaseInterfaceInputSpec):
+    key = traits.Str(mandatory=True)
+    cache_dir = traits.Str(mandatory=True)
+    meta = traits.Str(mandatory=True, desc="entry metadata as JSON")
+    t1w = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+    bold = File(exists=True, mandatory=True)
+    motion = File(exists=True, mandatory=True)
+    stc_record = File(exists=True, mandatory=True)
+    standardize = traits.Bool(True, usedefault=True)
+
+
+class _StoreOut(TraitedSpec):
+    entry_dir = traits.Str()
+
+
+class StoreRun(_StepInterface):
+    """Standardise the series in the mask and store the run in the tensor cache."""
+
+    input_spec, output_spec, _outputs_names = _StoreIn, _StoreOut, ("entry_dir",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.sink import store_run
+
+        i = self.inputs
+        return store_run(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.bold, i.motion, i.stc_record, i.standardize)
+
+
+class _DerivIn(BaseInterfaceInputSpec):
+    entry_dir = traits.Str(mandatory=True)
+    info = traits.Str(mandatory=True, desc="naming/sidecar information as JSON")
+    t1w = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+    bold = File(exists=True, mandatory=True)
+    motion = File(exists=True, mandatory=True)
+    stc_record = File(exists=True, mandatory=True)
+
+
+class _DerivOut(TraitedSpec):
+    out_files = traits.List(traits.Str)
+
+
+class SaveDerivatives(_StepInterface):
+    """``--save-preproc``: NIfTIs with sidecars, confounds and QC figures under OUTPUT_DIR."""
+
+    input_spec, output_spec, _outputs_names = _DerivIn, _DerivOut, ("out_files",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.sink import save_derivatives
+
+        i = self.inputs
+        return save_derivatives(i.entry_dir, i.info, i.t1w, i.mask, i.bold, i.motion, i.stc_record)
+
+
+# -- fMRIPrep derivatives --------------------------------------------------------------------------
+class _FmriprepIn(_GridIn):
+    bold = File(exists=True, mandatory=True, desc="MNI-space desc-preproc BOLD")
+    t1w = File(exists=True, mandatory=True, desc="MNI-space desc-preproc T1w")
+    mask = traits.Either(None, File(exists=True), usedefault=True, default=None)
+    t1w_mask = traits.Either(None, File(exists=True), usedefault=True, default=None)
+    confounds = traits.Either(None, File(exists=True), usedefault=True, default=None)
+    dummy_scans = traits.Int(0, usedefault=True)
+    min_volumes = traits.Int(2, usedefault=True)
+
+
+class _FmriprepOut(TraitedSpec):
+    t1w = File(exists=True)
+    mask = File(exists=True)
+    bold = File(exists=True)
+    motion = File(exists=True)
+    stc_record = File(exists=True)
+
+
+class FmriprepToGrid(_StepInterface):
+    """Resample fMRIPrep's MNI-space outputs onto the grid (no registration needed)."""
+
+    input_spec, output_spec = _FmriprepIn, _FmriprepOut
+    _outputs_names = ("t1w", "mask", "bold", "motion", "stc_record")
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.fmriprep import fmriprep_to_grid
+
+        i = self.inputs
+        return fmriprep_to_grid(i.bold, i.t1w, i.mask, i.t1w_mask, i.confounds, i.dummy_scans, i.min_volumes,
+                                i.resolution_mm, list(i.grid_shape), out_dir)

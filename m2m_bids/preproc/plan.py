@@ -1,0 +1,119 @@
+"""Planning: one :class:`RunPlan` per BOLD run, with its cache key, before any workflow is built.
+
+Planning is cheap (headers and sidecars only), so a participant whose runs are all cached never
+builds or runs a nipype graph, and problems that can be seen from the headers (3D BOLD, too few
+volumes, no TR) are reported at once with the file and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+
+from m2m_bids import __version__
+from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, SessionInputs
+from m2m_bids.config import RunConfig
+from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.fmriprep import FmriprepRun, find_fmriprep_dir, match_run
+from m2m_bids.preproc.grid import TEMPLATE_NAME, make_grid
+
+log = logging.getLogger(__name__)
+
+#: Sidecar fields that change the preprocessing (part of the cache key).
+KEY_METADATA = ("RepetitionTime", "SliceTiming", "SliceEncodingDirection")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run's workflow needs, computed up front."""
+
+    participant: str
+    session: str | None
+    bold: BoldRun
+    t1w: Path
+    t1w_entities: dict[str, str]
+    key: str
+    meta: dict[str, Any]
+    fmriprep: FmriprepRun | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A node-name-safe identifier of the run (task/acq/run entities)."""
+        ents = self.bold.entities
+        parts = [f"{k}_{ents[k]}" for k in ("task", "acquisition", "direction", "run", "echo") if ents.get(k)]
+        return "_".join(parts).replace("-", "") or "bold"
+
+
+def preproc_params(cfg: RunConfig) -> dict[str, Any]:
+    """Every setting that changes the tensors (cache key, entry metadata, model-bundle checks)."""
+    return cfg.preproc.model_dump(mode="json")
+
+
+def _check_bold_header(run: BoldRun, min_volumes: int, dummy_scans: int) -> None:
+    try:
+        shape = nib.load(str(run.path)).shape
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types
+        raise AppError(f"cannot read the BOLD run: {err}", ExitCode.DATA_ERROR, path=str(run.path),
+                       hint="re-export or remove the file") from err
+    if len(shape) != 4:
+        raise AppError(f"the BOLD run is {len(shape)}D {shape}, not 4D", ExitCode.DATA_ERROR, path=str(run.path),
+                       hint="a BOLD run must be a 4D NIfTI (x, y, z, time)")
+    if shape[3] - dummy_scans < min_volumes:
+        raise AppError(f"the BOLD run has only {shape[3]} volumes ({shape[3] - dummy_scans} after dropping "
+                       f"{dummy_scans} dummy scans); preprocessing needs at least {min_volumes}",
+                       ExitCode.DATA_ERROR, path=str(run.path),
+                       hint="exclude the run (--bids-filter-file / -t) or lower preproc.min_volumes in the config")
+    if not run.repetition_time or run.repetition_time <= 0:
+        raise AppError("the BOLD run has no RepetitionTime", ExitCode.DATA_ERROR, path=str(run.path),
+                       hint="add RepetitionTime (seconds) to the run's JSON sidecar")
+
+
+def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[RunPlan]:
+    """The run plans of one participant; raises :class:`AppError` for a problem seen in headers."""
+    ex, pp = cfg.execution, cfg.preproc
+    fmriprep_dir = find_fmriprep_dir(ex.bids_dir, ex.derivatives)
+    params = preproc_params(cfg)
+    grid = make_grid(pp.resolution_mm, pp.grid_shape)
+    plans: list[RunPlan] = []
+    sessions: tuple[SessionInputs, ...] = participant.sessions
+    if not any(s.bold_runs for s in sessions):
+        raise AppError(f"sub-{participant.label} has no BOLD run to preprocess", ExitCode.NO_INPUT,
+                       path=str(ex.bids_dir / f"sub-{participant.label}"), hint="check -t/--task and the filters")
+    for session in sessions:
+        for run in session.bold_runs:
+            _check_bold_header(run, pp.min_volumes, pp.dummy_scans)
+            prep = match_run(fmriprep_dir, run.path, run.entities) if fmriprep_dir else None
+            metadata = {k: run.metadata.get(k) for k in KEY_METADATA}
+            metadata["RepetitionTime"] = run.repetition_time
+            inputs: dict[str, Any] = {"t1w": session.t1w, "bold": run.path, "metadata": metadata}
+            if prep is not None:
+                inputs["fmriprep"] = [prep.bold, prep.t1w, prep.mask, prep.t1w_mask, prep.confounds]
+            key = TensorCache.make_key(inputs, params)
+            meta = {
+                "participant": participant.label, "session": session.session,
+                "task": run.entities.get("task"), "run": run.entities.get("run"),
+                "entities": dict(run.entities), "repetition_time": run.repetition_time,
+                "affine": grid.affine.tolist(), "grid_shape": list(grid.shape), "space": TEMPLATE_NAME,
+                "resolution_mm": pp.resolution_mm, "preproc": params, "params_hash": TensorCache.make_key({}, params),
+                "source_bold": str(run.path), "source_t1w": str(session.t1w), "version": __version__,
+                "input": "fmriprep" if prep else "raw",
+            }
+            if prep is not None:
+                meta["fmriprep_space"] = prep.space
+            plans.append(RunPlan(participant=participant.label, session=session.session, bold=run, t1w=session.t1w,
+                                 t1w_entities=dict(session.t1w_entities) or _t1w_entities(run, session),
+                                 key=key, meta=meta, fmriprep=prep, params=params))
+    return plans
+
+
+def _t1w_entities(run: BoldRun, session: SessionInputs) -> dict[str, str]:
+    ents = {"subject": run.entities["subject"]}
+    if session.session:
+        ents["session"] = session.session
+    return ents

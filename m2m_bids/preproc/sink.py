@@ -1,0 +1,87 @@
+"""The last node of a run: standardise, store in the tensor cache, and write optional derivatives.
+
+Kept apart from the computing steps (as fMRIPrep keeps ``init_ds_*`` apart) so saving and
+reporting can change without touching the arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m2m_bids.preproc import outputs, qc
+from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.grid import grid_template, make_grid
+from m2m_bids.preproc.resample import standardise_timeseries
+
+log = logging.getLogger(__name__)
+
+
+def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bold: str, motion: str,
+              stc_record: str, standardize: bool) -> str:
+    """Write the cache entry of one run; returns its folder. The brain mask is restricted to the
+    voxels the BOLD field of view covers (a partial-coverage EPI leaves the rest at zero)."""
+    from m2m_bids.preproc.steps import read_motion
+
+    meta: dict[str, Any] = json.loads(meta_json)
+    bold_data = np.load(bold)
+    brain = np.load(mask) > 0
+    coverage = np.abs(bold_data).max(axis=-1) > 0
+    run_mask = brain & coverage
+    if run_mask.sum() < 0.05 * max(int(brain.sum()), 1):
+        log.warning("%s: the BOLD field of view covers only %d of %d brain voxels", meta.get("source_bold"),
+                    int(run_mask.sum()), int(brain.sum()))
+    fmri = standardise_timeseries(bold_data, run_mask) if standardize else bold_data * run_mask[..., None]
+    motion_table = read_motion(motion)
+    record = json.loads(Path(stc_record).read_text())
+    meta.update({
+        "slice_timing": record,
+        "motion": {"mean_fd": float(motion_table[:, 6].mean()), "max_fd": float(motion_table[:, 6].max()),
+                   "max_translation_mm": float(np.abs(motion_table[:, :3]).max()),
+                   "max_rotation_deg": float(np.rad2deg(np.abs(motion_table[:, 3:6]).max()))},
+        "n_volumes": int(fmri.shape[-1]),
+        "brain_voxels": int(run_mask.sum()),
+    })
+    tensors = {"fmri": fmri, "smri": np.load(t1w), "mask": run_mask.astype(np.uint8)}
+    entry = TensorCache(Path(cache_dir)).put(key, tensors, meta)
+    log.info("cached %s (%s)", entry.key[:12], meta.get("source_bold"))
+    return str(entry.path)
+
+
+def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold: str, motion: str,
+                     stc_record: str) -> list[str]:
+    """``--save-preproc``: T1w, mask, smoothed BOLD (+ sidecars, confounds) and QC figures."""
+    from m2m_bids.preproc.steps import read_motion
+
+    info = json.loads(deriv_json)
+    out_dir, bids_dir = Path(info["output_dir"]), Path(info["bids_dir"])
+    grid = make_grid(info["resolution_mm"], info["grid_shape"])
+    entities = info["entities"]
+    t1_entities = info["t1w_entities"]
+    record = json.loads(Path(stc_record).read_text())
+    motion_table = read_motion(motion)
+    run_mask = np.load(Path(entry_dir) / "mask.npy")
+    bold_data = np.load(bold)
+    t1_data = np.load(t1w)
+    written = outputs.write_anat(out_dir, t1_entities, t1_data, np.load(mask), grid.affine, info["template"],
+                                 grid.resolution_mm, [outputs.bids_uri(Path(info["t1w"]), bids_dir)])
+    sidecar = {"RepetitionTime": info["repetition_time"], "TaskName": entities.get("task"),
+               "SliceTimingCorrected": bool(record.get("SliceTimingCorrected")),
+               "Sources": [outputs.bids_uri(Path(info["bold"]), bids_dir),
+                           outputs.bids_uri(Path(info["t1w"]), bids_dir)]}
+    if record.get("SliceTimingCorrected"):
+        sidecar["StartTime"] = record["StartTime"]
+    sidecar["SmoothingFWHM"] = info["fwhm_mm"]
+    written += outputs.write_func(out_dir, entities, bold_data * run_mask[..., None], grid.affine,
+                                  info["template"], grid.resolution_mm, sidecar, motion_table)
+    template_mask = grid_template("mask", grid)
+    written.append(qc.registration_overlay(t1_data, bold_data.mean(axis=-1), template_mask,
+                                           outputs.figure_path(out_dir, entities, "reg", ".png")))
+    written.append(qc.carpet_plot(bold_data, run_mask, motion_table[:, 6],
+                                  outputs.figure_path(out_dir, entities, "carpet", ".png")))
+    written.append(qc.motion_traces(motion_table, outputs.figure_path(out_dir, entities, "motion", ".svg")))
+    return [str(p) for p in written]

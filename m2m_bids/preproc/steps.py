@@ -1,0 +1,207 @@
+"""The preprocessing steps as pure functions on files: what each nipype node runs.
+
+Every function reads its inputs from files, writes its outputs into ``out_dir`` (the node's
+working directory) and returns their paths, so each node is cached and resumable by nipype and
+testable without nipype. Transforms follow :mod:`m2m_bids.preproc.registration`: RAS pull maps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.preproc import images
+from m2m_bids.preproc.grid import OutputGrid, grid_template, make_grid
+
+log = logging.getLogger(__name__)
+
+
+def registration_resolution(resolution_mm: float) -> float:
+    """Resolution registration runs at: 2 mm for outputs of 3 mm or finer, else 2/3 of the output's."""
+    return 2.0 if resolution_mm <= 3.0 else round(resolution_mm / 1.5, 3)
+
+
+# -- T1w -------------------------------------------------------------------------------------------
+def t1w_prepare(t1w: str, resolution_mm: float, out_dir: str) -> str:
+    """Reorient to RAS, downsample to the registration resolution, N4 bias-correct, clip outliers."""
+    from m2m_bids.preproc.registration import bias_correct
+
+    img = images.load_ras(t1w, ndim=3)
+    if min(img.shape) < 4:
+        raise AppError(f"the T1w is too small to register ({img.shape})", ExitCode.DATA_ERROR, path=t1w,
+                       hint="provide a whole-brain T1w image")
+    prepared = bias_correct(img, registration_resolution(resolution_mm))
+    out = Path(out_dir) / "t1w_prepared.nii.gz"
+    nib.save(prepared, str(out))
+    return str(out)
+
+
+def t1w_register(t1w_prepared: str, method: str, resolution_mm: float, grid_shape: list[int],
+                 threads: int, seed: int, out_dir: str) -> str:
+    """T1w -> template registration; saves the pull map (and SyN grid coordinates) as ``.npz``."""
+    from m2m_bids.preproc.registration import register_t1w_to_template
+
+    grid = make_grid(resolution_mm, grid_shape)
+    reg = register_t1w_to_template(nib.load(t1w_prepared), method, registration_resolution(resolution_mm),
+                                   grid, threads=threads, seed=seed)
+    out = Path(out_dir) / "t1w_to_template.npz"
+    arrays: dict[str, Any] = {"matrix": reg.matrix}
+    if reg.coords is not None:
+        arrays["coords"] = reg.coords.astype(np.float32)
+    np.savez(out, **arrays)
+    return str(out)
+
+
+def load_transform(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(matrix, coords-or-None) from a ``t1w_register`` output."""
+    with np.load(path) as data:
+        return data["matrix"], (data["coords"] if "coords" in data else None)
+
+
+def t1w_to_grid(t1w_prepared: str, transform: str, resolution_mm: float, grid_shape: list[int],
+                out_dir: str) -> tuple[str, str]:
+    """Resample the T1w onto the grid, mask it (template brain mask within the T1w's field of view),
+    and z-score its intensities inside the mask. Returns (t1w.npy, mask.npy)."""
+    from m2m_bids.preproc.resample import normalise_intensity, resample_series
+
+    grid = make_grid(resolution_mm, grid_shape)
+    img = nib.load(t1w_prepared)
+    matrix, coords = load_transform(transform)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    t1 = resample_series(data, img.affine, grid, matrix[None], coords=coords)
+    coverage = resample_series(np.ones_like(data), img.affine, grid, matrix[None], coords=coords) > 0.5
+    mask = (grid_template("mask", grid) > 0) & coverage
+    t1n = normalise_intensity(t1, mask)
+    out_t1, out_mask = Path(out_dir) / "t1w_grid.npy", Path(out_dir) / "mask_grid.npy"
+    np.save(out_t1, t1n.astype(np.float32))
+    np.save(out_mask, mask.astype(np.uint8))
+    return str(out_t1), str(out_mask)
+
+
+# -- BOLD ------------------------------------------------------------------------------------------
+def bold_prepare(bold: str, dummy_scans: int, min_volumes: int, out_dir: str) -> str:
+    """Reorient to RAS float32, drop the first ``dummy_scans`` volumes, check the run is long enough."""
+    img = images.load_ras(bold, ndim=4)
+    n_total = img.shape[3]
+    if n_total - dummy_scans < min_volumes:
+        raise AppError(f"the BOLD run has {n_total} volumes ({n_total - dummy_scans} after dropping "
+                       f"{dummy_scans} dummy scans); at least {min_volumes} are needed", ExitCode.DATA_ERROR,
+                       path=bold, hint="exclude this run (--bids-filter-file) or lower preproc.min_volumes")
+    data = np.asarray(img.dataobj)[..., dummy_scans:]
+    out = Path(out_dir) / "bold_prepared.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), img.affine), str(out))
+    return str(out)
+
+
+def bold_slice_timing(bold_prepared: str, bold_source: str, metadata_json: str, ref_fraction: float,
+                      enabled: bool, out_dir: str) -> tuple[str, str]:
+    """Slice-timing correction, or a recorded skip. Returns (bold file, record.json)."""
+    from m2m_bids.preproc.slicetiming import parse_slice_encoding, slice_time_correct
+
+    meta = json.loads(metadata_json)
+    times, tr = meta.get("SliceTiming"), float(meta["RepetitionTime"])
+    record: dict[str, Any] = {"SliceTimingCorrected": False}
+    out_file = bold_prepared
+    if not enabled:
+        record["warning"] = "slice-timing correction disabled (preproc.slice_timing = false)"
+    elif not times:
+        record["warning"] = f"no SliceTiming in the sidecar of {Path(bold_source).name}: slice-timing correction skipped"
+    elif max(times) - min(times) <= 0:
+        record["warning"] = "all slices acquired at once (multi-band/3D): no slice-timing correction needed"
+    elif max(times) >= tr:
+        record["warning"] = f"SliceTiming values reach {max(times)} s >= RepetitionTime {tr} s: skipped (sidecar error)"
+    else:
+        stored_axis, reverse = parse_slice_encoding(meta.get("SliceEncodingDirection"))
+        axis, sign = images.canonical_axis(bold_source, stored_axis)
+        img = nib.load(bold_prepared)
+        try:
+            data, t_ref = slice_time_correct(np.asarray(img.dataobj), times, tr, axis,
+                                             reverse=reverse != (sign < 0), ref_fraction=ref_fraction)
+        except ValueError as err:
+            raise AppError(f"slice-timing correction failed: {err}", ExitCode.DATA_ERROR, path=bold_source,
+                           hint="fix SliceTiming/SliceEncodingDirection in the sidecar, or pass --no-slice-timing"
+                           ) from err
+        out_file = str(Path(out_dir) / "bold_stc.nii.gz")
+        nib.save(nib.Nifti1Image(data, img.affine), out_file)
+        record = {"SliceTimingCorrected": True, "StartTime": t_ref, "ReferenceTime": t_ref}
+    if "warning" in record:
+        log.warning("%s: %s", Path(bold_source).name, record["warning"])
+    record_file = Path(out_dir) / "slice_timing.json"
+    record_file.write_text(json.dumps(record))
+    return out_file, str(record_file)
+
+
+def bold_motion(bold_prepared: str, enabled: bool, out_dir: str) -> tuple[str, str]:
+    """Estimate rigid head motion; write ``motion.tsv`` (6 params + FD) and the realigned mean (boldref)."""
+    from m2m_bids.preproc.motion import estimate_motion, framewise_displacement, params_to_matrices
+    from m2m_bids.preproc.resample import resample_series
+
+    img = nib.load(bold_prepared)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if enabled:
+        params = estimate_motion(data, img.affine)
+    else:
+        params = np.zeros((data.shape[3], 6))
+    fd = framewise_displacement(params)
+    header = "trans_x\ttrans_y\ttrans_z\trot_x\trot_y\trot_z\tframewise_displacement"
+    motion = Path(out_dir) / "motion.tsv"
+    np.savetxt(motion, np.column_stack([params, fd]), delimiter="\t", header=header, comments="", fmt="%.6f")
+    center = img.affine[:3, :3] @ ((np.asarray(data.shape[:3]) - 1) / 2.0) + img.affine[:3, 3]
+    native = OutputGrid(shape=data.shape[:3], affine=img.affine, resolution_mm=0.0)
+    step = max(1, data.shape[3] // 50)  # the mean of up to 50 realigned volumes is a clean reference
+    frames = np.arange(0, data.shape[3], step)
+    realigned = resample_series(data[..., frames], img.affine, native, params_to_matrices(params[frames], center))
+    boldref = Path(out_dir) / "boldref.nii.gz"
+    nib.save(nib.Nifti1Image(realigned.mean(axis=-1), img.affine), str(boldref))
+    return str(motion), str(boldref)
+
+
+def read_motion(path: str) -> np.ndarray:
+    """(T, 7) motion parameters + FD from ``motion.tsv``."""
+    return np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2)
+
+
+def bold_coregister(boldref: str, t1w_prepared: str, threads: int, seed: int, out_dir: str) -> str:
+    """Rigid boldref -> T1w; saves the T1w -> BOLD pull map as ``.npy``."""
+    from m2m_bids.preproc.registration import register_bold_to_t1w
+
+    matrix = register_bold_to_t1w(nib.load(boldref), nib.load(t1w_prepared), threads=threads, seed=seed)
+    out = Path(out_dir) / "t1w_to_bold.npy"
+    np.save(out, matrix)
+    return str(out)
+
+
+def bold_to_grid(bold: str, motion: str, coreg: str, transform: str, resolution_mm: float,
+                 grid_shape: list[int], out_dir: str) -> str:
+    """One resampling of the series: grid -> T1w -> boldref -> volume t (motion) composed per volume."""
+    from m2m_bids.preproc.motion import params_to_matrices
+    from m2m_bids.preproc.resample import resample_series
+
+    grid = make_grid(resolution_mm, grid_shape)
+    img = nib.load(bold)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    params = read_motion(motion)[:, :6]
+    center = img.affine[:3, :3] @ ((np.asarray(data.shape[:3]) - 1) / 2.0) + img.affine[:3, 3]
+    to_t1, coords = load_transform(transform)
+    t1_to_bold = np.load(coreg)
+    per_volume = params_to_matrices(params, center) @ t1_to_bold
+    if coords is None:
+        per_volume = per_volume @ to_t1
+    out = Path(out_dir) / "bold_grid.npy"
+    np.save(out, resample_series(data, img.affine, grid, per_volume, coords=coords))
+    return str(out)
+
+
+def smooth_grid(in_file: str, fwhm_mm: float, resolution_mm: float, out_dir: str) -> str:
+    """Gaussian smoothing (FWHM in mm) of a grid tensor."""
+    from m2m_bids.preproc.resample import smooth
+
+    out = Path(out_dir) / "bold_smoothed.npy"
+    np.save(out, smooth(np.load(in_file), fwhm_mm, resolution_mm))
+    return str(out)

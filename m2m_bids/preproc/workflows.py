@@ -1,0 +1,234 @@
+"""Nipype workflow factories (``init_*_wf``): keyword-only parameters, ``inputnode``/``outputnode``.
+
+No factory reads the run configuration: :func:`init_preproc_wf` alone turns plans and a
+:class:`~m2m_bids.config.RunConfig` into keyword arguments (docs/style-anchors.md section 3).
+
+Per participant: one anatomical workflow per session (shared by its runs) and one BOLD workflow per
+run, ending in the cache/derivatives sink::
+
+    T1w -> prepare (RAS, N4) -> register to MNI (ANTs) -> resample to grid + mask + z-score ─┐
+    BOLD -> prepare (dummies) -> slice timing ─────────────────────────────┐                 │
+                              └> motion (6 params, FD, boldref) -> coregister to T1w (ANTs) │
+                                    resample once (motion o BOLD->T1w o T1w->MNI) -> smooth ─┴> cache
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nipype.interfaces.utility import IdentityInterface
+from nipype.pipeline import engine as pe
+
+from m2m_bids.preproc import interfaces as ifc
+
+
+def init_anat_wf(*, resolution_mm: float, grid_shape: list[int], method: str, omp_nthreads: int, seed: int,
+                 name: str = "anat_wf") -> pe.Workflow:
+    """T1w: reorient, N4, ANTs registration to the template, grid resampling, mask, z-score.
+
+    Inputs: ``t1w``. Outputs: ``t1w_prepared`` (bias-corrected, registration resolution),
+    ``transform`` (template -> T1w), ``t1w_grid``/``mask_grid`` (``.npy`` on the output grid).
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(fields=["t1w"]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["t1w_prepared", "transform", "t1w_grid", "mask_grid"]),
+                         name="outputnode")
+    prepare = pe.Node(ifc.T1wPrepare(resolution_mm=resolution_mm), name="prepare_t1w", mem_gb=1.5)
+    register = pe.Node(ifc.T1wRegister(method=method, resolution_mm=resolution_mm, grid_shape=list(grid_shape),
+                                       threads=omp_nthreads, seed=seed),
+                       name="register_t1w", n_procs=omp_nthreads, mem_gb=1.5)
+    to_grid = pe.Node(ifc.T1wToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape)),
+                      name="resample_t1w", mem_gb=0.5)
+    wf.connect([
+        (inputnode, prepare, [("t1w", "in_file")]),
+        (prepare, register, [("out_file", "in_file")]),
+        (prepare, to_grid, [("out_file", "in_file")]),
+        (register, to_grid, [("transform", "transform")]),
+        (prepare, outputnode, [("out_file", "t1w_prepared")]),
+        (register, outputnode, [("transform", "transform")]),
+        (to_grid, outputnode, [("t1w", "t1w_grid"), ("mask", "mask_grid")]),
+    ])
+    return wf
+
+
+def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float, dummy_scans: int,
+                 min_volumes: int, slice_timing: bool, slice_time_ref: float, motion_correction: bool,
+                 omp_nthreads: int, seed: int, bold_gb: float, n_volumes: int,
+                 name: str = "bold_wf") -> pe.Workflow:
+    """BOLD: dummies, slice timing, motion, coregistration, one resampling to the grid, smoothing.
+
+    Inputs: ``bold``, ``metadata`` (sidecar JSON), ``t1w_prepared``, ``transform``.
+    Outputs: ``bold_smoothed`` (``.npy``), ``motion`` (TSV), ``stc_record`` (JSON).
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(fields=["bold", "metadata", "t1w_prepared", "transform"]),
+                        name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["bold_smoothed", "motion", "stc_record"]), name="outputnode")
+    out_gb = 4.0 * grid_shape[0] * grid_shape[1] * grid_shape[2] * n_volumes / 1e9  # float32 series on the grid
+    prepare = pe.Node(ifc.BoldPrepare(dummy_scans=dummy_scans, min_volumes=min_volumes), name="prepare_bold",
+                      mem_gb=2 * bold_gb + 0.2)
+    stc = pe.Node(ifc.SliceTiming(ref_fraction=slice_time_ref, enabled=slice_timing), name="slice_timing",
+                  mem_gb=3 * bold_gb + 0.2)
+    motion = pe.Node(ifc.Motion(enabled=motion_correction), name="estimate_motion", n_procs=omp_nthreads,
+                     mem_gb=3 * bold_gb + 0.3)
+    coreg = pe.Node(ifc.Coregister(threads=omp_nthreads, seed=seed), name="coregister_bold",
+                    n_procs=omp_nthreads, mem_gb=0.5)
+    resample = pe.Node(ifc.BoldToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape)),
+                       name="resample_bold", n_procs=omp_nthreads, mem_gb=bold_gb + out_gb + 0.3)
+    smooth = pe.Node(ifc.Smooth(fwhm_mm=fwhm_mm, resolution_mm=resolution_mm), name="smooth_bold",
+                     mem_gb=3 * out_gb + 0.3)
+    wf.connect([
+        (inputnode, prepare, [("bold", "in_file")]),
+        (inputnode, stc, [("bold", "source_file"), ("metadata", "metadata")]),
+        (prepare, stc, [("out_file", "in_file")]),
+        (prepare, motion, [("out_file", "in_file")]),
+        (motion, coreg, [("boldref", "boldref")]),
+        (inputnode, coreg, [("t1w_prepared", "t1w")]),
+        (stc, resample, [("out_file", "in_file")]),
+        (motion, resample, [("motion", "motion")]),
+        (coreg, resample, [("transform", "coreg")]),
+        (inputnode, resample, [("transform", "transform")]),
+        (resample, smooth, [("out_file", "in_file")]),
+        (smooth, outputnode, [("out_file", "bold_smoothed")]),
+        (motion, outputnode, [("motion", "motion")]),
+        (stc, outputnode, [("record", "stc_record")]),
+    ])
+    return wf
+
+
+def init_fmriprep_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float, dummy_scans: int,
+                          min_volumes: int, bold_gb: float, name: str = "fmriprep_bold_wf") -> pe.Workflow:
+    """fMRIPrep input: resample the MNI-space BOLD/T1w/mask to the grid, then smooth.
+
+    Inputs: ``bold``, ``t1w``, ``mask``, ``t1w_mask``, ``confounds``. Outputs: ``t1w_grid``,
+    ``mask_grid``, ``bold_smoothed``, ``motion``, ``stc_record``.
+    """
+    wf = pe.Workflow(name=name)
+    fields = ["bold", "t1w", "mask", "t1w_mask", "confounds"]
+    inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["t1w_grid", "mask_grid", "bold_smoothed", "motion",
+                                                   "stc_record"]), name="outputnode")
+    to_grid = pe.Node(ifc.FmriprepToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape),
+                                         dummy_scans=dummy_scans, min_volumes=min_volumes),
+                      name="resample_fmriprep", mem_gb=3 * bold_gb + 0.5)
+    smooth = pe.Node(ifc.Smooth(fwhm_mm=fwhm_mm, resolution_mm=resolution_mm), name="smooth_bold",
+                     mem_gb=3 * bold_gb + 0.3)
+    wf.connect([
+        (inputnode, to_grid, [(f, f) for f in fields]),
+        (to_grid, smooth, [("bold", "in_file")]),
+        (smooth, outputnode, [("out_file", "bold_smoothed")]),
+        (to_grid, outputnode, [("t1w", "t1w_grid"), ("mask", "mask_grid"), ("motion", "motion"),
+                               ("stc_record", "stc_record")]),
+    ])
+    return wf
+
+
+def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardize: bool,
+                   derivatives: dict[str, Any] | None, name: str = "ds_run_wf") -> pe.Workflow:
+    """Outputs of one run: the tensor-cache entry and, with ``derivatives`` info, NIfTIs + figures.
+
+    Inputs: ``t1w_grid``, ``mask_grid``, ``bold_smoothed``, ``motion``, ``stc_record``.
+    Outputs: ``entry_dir``.
+    """
+    wf = pe.Workflow(name=name)
+    fields = ["t1w_grid", "mask_grid", "bold_smoothed", "motion", "stc_record"]
+    inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["entry_dir"]), name="outputnode")
+    store = pe.Node(ifc.StoreRun(key=key, cache_dir=cache_dir, meta=json.dumps(meta, sort_keys=True, default=str),
+                                 standardize=standardize), name="store_cache", mem_gb=1.0)
+    store.overwrite = True  # cheap, and the cache (not nipype) decides whether work is needed
+    mapping = [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("bold_smoothed", "bold"), ("motion", "motion"),
+               ("stc_record", "stc_record")]
+    wf.connect([(inputnode, store, mapping), (store, outputnode, [("entry_dir", "entry_dir")])])
+    if derivatives is not None:
+        save = pe.Node(ifc.SaveDerivatives(info=json.dumps(derivatives, sort_keys=True, default=str)),
+                       name="save_derivatives", mem_gb=1.0)
+        save.overwrite = True
+        wf.connect([(inputnode, save, mapping), (store, save, [("entry_dir", "entry_dir")])])
+    return wf
+
+
+def set_crashdump_dir(wf: pe.Workflow, crashdump_dir: Path) -> None:
+    """Crash files of every node of ``wf`` (text, readable) go to ``crashdump_dir``."""
+    for node_name in wf.list_node_names():
+        node = wf.get_node(node_name)
+        node.config = {"execution": {"crashdump_dir": str(crashdump_dir), "crashfile_format": "txt"}}
+
+
+def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
+    """All runs of one participant: an anatomical workflow per session, a BOLD workflow per run.
+
+    ``plans`` are :class:`~m2m_bids.preproc.plan.RunPlan`; this and :func:`build_preproc_wf` are the
+    only places that read the run configuration.
+    """
+    from m2m_bids.preproc.api import bold_size_gb, derivatives_info
+
+    ex, pp = cfg.execution, cfg.preproc
+    grid = dict(resolution_mm=pp.resolution_mm, grid_shape=list(pp.grid_shape))
+    wf = pe.Workflow(name=name)
+    anat_wfs: dict[str, pe.Workflow] = {}
+    for plan in plans:
+        run_name = f"{_safe(plan.session or 'nosession')}_{_safe(plan.name)}"
+        ds = init_ds_run_wf(key=plan.key, cache_dir=str(ex.resolved_cache_dir), meta=plan.meta,
+                            standardize=pp.standardize_bold,
+                            derivatives=derivatives_info(plan, cfg) if ex.save_preproc else None,
+                            name=f"ds_{run_name}_wf")
+        gb = bold_size_gb(plan.bold.path)
+        if plan.fmriprep is not None:
+            fp = plan.fmriprep
+            bold_wf = init_fmriprep_bold_wf(fwhm_mm=pp.fwhm_mm, dummy_scans=pp.dummy_scans,
+                                            min_volumes=pp.min_volumes, bold_gb=gb, name=f"fmriprep_{run_name}_wf",
+                                            **grid)
+            for field_name, value in (("bold", fp.bold), ("t1w", fp.t1w), ("mask", fp.mask),
+                                      ("t1w_mask", fp.t1w_mask), ("confounds", fp.confounds)):
+                setattr(bold_wf.inputs.inputnode, field_name, str(value) if value else None)
+            wf.connect([(bold_wf, ds, [("outputnode.t1w_grid", "inputnode.t1w_grid"),
+                                       ("outputnode.mask_grid", "inputnode.mask_grid")])])
+        else:
+            session_key = f"anat_{_safe(plan.session or 'nosession')}_wf"
+            if session_key not in anat_wfs:
+                anat_wfs[session_key] = init_anat_wf(method=pp.registration, omp_nthreads=ex.threads,
+                                                     seed=ex.random_seed, name=session_key, **grid)
+                anat_wfs[session_key].inputs.inputnode.t1w = str(plan.t1w)
+            anat_wf = anat_wfs[session_key]
+            bold_wf = init_bold_wf(fwhm_mm=pp.fwhm_mm, dummy_scans=pp.dummy_scans, min_volumes=pp.min_volumes,
+                                   slice_timing=pp.slice_timing, slice_time_ref=pp.slice_time_ref,
+                                   motion_correction=pp.motion_correction, omp_nthreads=ex.threads,
+                                   seed=ex.random_seed, bold_gb=gb, n_volumes=plan.bold.n_volumes,
+                                   name=f"bold_{run_name}_wf", **grid)
+            bold_wf.inputs.inputnode.bold = str(plan.bold.path)
+            bold_wf.inputs.inputnode.metadata = json.dumps(
+                {**plan.bold.metadata, "RepetitionTime": plan.bold.repetition_time}, sort_keys=True, default=str)
+            wf.connect([
+                (anat_wf, bold_wf, [("outputnode.t1w_prepared", "inputnode.t1w_prepared"),
+                                    ("outputnode.transform", "inputnode.transform")]),
+                (anat_wf, ds, [("outputnode.t1w_grid", "inputnode.t1w_grid"),
+                               ("outputnode.mask_grid", "inputnode.mask_grid")]),
+            ])
+        wf.connect([(bold_wf, ds, [("outputnode.bold_smoothed", "inputnode.bold_smoothed"),
+                                   ("outputnode.motion", "inputnode.motion"),
+                                   ("outputnode.stc_record", "inputnode.stc_record")])])
+    return wf
+
+
+def build_preproc_wf(todo: dict[str, list], cfg: Any, base_dir: Path) -> pe.Workflow:
+    """The top graph: one participant workflow each, crash files under ``sub-<id>/log/<run-id>/``."""
+    from m2m_bids.preproc.api import crash_dump_dir
+
+    wf = pe.Workflow(name="m2m_preproc_wf", base_dir=str(base_dir))
+    wf.config["execution"].update({"crashfile_format": "txt", "stop_on_first_crash": cfg.execution.stop_on_first_crash,
+                                   "remove_unnecessary_outputs": False, "poll_sleep_duration": 0.05})
+    for label, plans in todo.items():
+        sub_wf = init_participant_wf(plans=plans, cfg=cfg, name=f"sub_{_safe(label)}_wf")
+        wf.add_nodes([sub_wf])
+        crash_dir = crash_dump_dir(cfg, label)
+        crash_dir.mkdir(parents=True, exist_ok=True)
+        set_crashdump_dir(sub_wf, crash_dir)
+    return wf
+
+
+def _safe(text: str) -> str:
+    """A nipype node name fragment (letters, digits, underscores)."""
+    return "".join(c if c.isalnum() else "_" for c in str(text))
