@@ -57,9 +57,11 @@ def _batches(args: argparse.Namespace, data: str, tmp: Path):
 
     g, t, b = args.grid, args.frames, args.batch_size
     if data == "memory":
-        batch = {"fmri": torch.randn(b, 1, g, g, g, t).half(), "smri": torch.randn(b, 1, g, g, g, 1).half(),
-                 "tabular": torch.randn(b, 4), "label": torch.arange(b) % 2}
-        return itertools.repeat(batch)
+        # a few distinct batches: one repeated batch is overfitted within steps, and the resulting
+        # tiny (denormal) values slow CPU kernels, which would misstate the step time
+        batches = [{"fmri": torch.randn(b, 1, g, g, g, t).half(), "smri": torch.randn(b, 1, g, g, g, 1).half(),
+                    "tabular": torch.randn(b, 4), "label": torch.randint(0, 2, (b,))} for _ in range(4)]
+        return itertools.cycle(batches)
     from m2m_bids.config import Train
     from m2m_bids.preproc.cache import TensorCache
     from m2m_bids.training.data import EpochSampler, WindowDataset, make_records

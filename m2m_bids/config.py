@@ -84,6 +84,7 @@ class Execution(_Section):
     device: str = "auto"
     random_seed: int = 0
     stop_on_first_crash: bool = False
+    dry_run: bool = False
     save_preproc: bool = False
     model: Path | None = None
     allow_training_participants: bool = False
@@ -230,11 +231,11 @@ class RunConfig(_Section):
         if out == bids:
             raise ValueError(
                 f"OUTPUT_DIR is the BIDS dataset itself ({bids}); outputs must go elsewhere, "
-                f"e.g. {bids / 'derivatives' / 'm2m'}")
+                f"e.g. {bids / 'derivatives' / 'm2m-bids'}")
         if _is_below(out, bids) and not _is_below(out, bids / "derivatives"):
             raise ValueError(
                 f"OUTPUT_DIR {out} is inside the BIDS dataset but not under its derivatives/ folder; "
-                f"use {bids / 'derivatives' / 'm2m'} or a folder outside {bids}")
+                f"use {bids / 'derivatives' / 'm2m-bids'} or a folder outside {bids}")
         work = ex.resolved_work_dir.resolve()
         if _is_below(work, bids) and not _is_below(work, bids / "derivatives"):
             raise ValueError(f"the work directory {work} is inside the BIDS dataset {bids}; choose another")

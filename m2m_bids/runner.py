@@ -117,7 +117,7 @@ def _run_level(cfg: RunConfig) -> ExitCode:
     if ex.skip_bids_validation:
         log.info("BIDS validation skipped (--skip-bids-validation)")
     else:
-        report = validate_bids_dir(ex.bids_dir, ex.participant_label or None)
+        report = validate_bids_dir(ex.bids_dir, ex.participant_label or None, tmp_dir=ex.resolved_work_dir)
         for warning in report.warnings[:20]:
             log.debug("bids-validator warning: %s", warning)
         report.raise_for_errors()
@@ -129,6 +129,9 @@ def _run_level(cfg: RunConfig) -> ExitCode:
                      ex.stop_on_first_crash)
     log.info("%d participant(s) selected: %s", len(participants) + len(problems),
              ", ".join(f"sub-{p.label}" for p in participants) or "none usable")
+    if ex.dry_run:
+        _print_plan(participants)
+        return outcome.exit_code
     if ex.analysis_level is AnalysisLevel.participant:
         _participant_level(cfg, participants, outcome)
     else:
@@ -137,6 +140,16 @@ def _run_level(cfg: RunConfig) -> ExitCode:
         log.error("%d participant(s) failed: %s (see sub-<id>/log/%s/)", len(outcome.failed),
                   ", ".join(f"sub-{k}" for k in sorted(outcome.failed)), cfg.run_id)
     return outcome.exit_code
+
+
+def _print_plan(participants: list[ParticipantInputs]) -> None:
+    """``--dry-run``: one line per participant, session and BOLD run that would be processed."""
+    for participant in participants:
+        for session in participant.sessions:
+            runs = ", ".join(f"{run.path.name} ({run.n_volumes} vols, TR {run.repetition_time:g} s)"
+                             for run in session.bold_runs)
+            where = f" ses-{session.session}" if session.session else ""
+            print(f"sub-{participant.label}{where}: T1w {session.t1w.name}; BOLD {runs}")
 
 
 def _preprocess(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> list:

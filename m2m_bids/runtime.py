@@ -69,6 +69,8 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter(LOG_FORMAT))
     console.setLevel(max(level, logging.DEBUG))
+    if verbosity < 2:  # nipype reports every node at INFO: keep that in the log file only
+        console.addFilter(lambda record: record.levelno >= logging.WARNING or not record.name.startswith("nipype"))
     console._m2m = True  # type: ignore[attr-defined]
     root.addHandler(console)
     if log_file is not None:
@@ -78,8 +80,11 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
         file_handler.setLevel(logging.DEBUG)
         file_handler._m2m = True  # type: ignore[attr-defined]
         root.addHandler(file_handler)
-    for noisy in ("nipype.workflow", "nipype.interface", "nipype.utils", "bids", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, level))
+    import nipype  # noqa: F401  (its import attaches a stdout handler; remove it, ours handle nipype too)
+
+    logging.getLogger("nipype").handlers.clear()
+    for noisy in ("bids", "bidsschematools", "matplotlib", "PIL", "fsspec", "numba", "h5py", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def resolve_device(requested: str) -> str:

@@ -106,12 +106,28 @@ def test_ground_truth_records_planted_effects(tiny):
     assert tab["tTau"]["AD"]["mean"] > tab["tTau"]["CN"]["mean"]
     assert tab["Abeta42"]["AD"]["mean"] < tab["Abeta42"]["CN"]["mean"]
     assert eff["fraction_above_ratio_cutoff"]["AD"] >= 0.5
-    # realised latent coupling follows the class
-    realised = {sub: (rec["diagnosis"], rec["sessions"]["none"]["bold"]["coupling_realised"]["PCC-mPFC"])
-                for sub, rec in truth["participants"].items()}
-    ad = np.mean([r for dx, r in realised.values() if dx == "AD"])
-    cn = np.mean([r for dx, r in realised.values() if dx == "CN"])
-    assert ad < cn - 0.2
+    for rec in truth["participants"].values():  # realised coupling recorded (noisy in a 60 s run)
+        realised = rec["sessions"]["none"]["bold"]["coupling_realised"]
+        assert set(realised) == {"PCC-mPFC", "precuneus-angular"}
+        assert all(-1.0 <= v <= 1.0 for v in realised.values())
+
+
+def test_planted_coupling_is_realised_in_long_signals():
+    """Over a long run the latent regional signals carry each class's target correlations."""
+    from m2m_bids.atlases import load_atlas
+    from m2m_bids.synth.func import region_signals
+
+    names = tuple(load_atlas().labels["name"])
+    pos = {n: i for i, n in enumerate(names)}
+    for dx in ("CN", "AD"):
+        corr, changes = coupling_matrix(names, dx, 1.0)
+        series = region_signals(corr, 4000.0, np.random.default_rng(5))
+        for change in changes:
+            cols = [pos[r] for r in change["regions_a"] + change["regions_b"]]
+            emp = np.corrcoef(series[:, cols].T)[: len(change["regions_a"]), len(change["regions_a"]):]
+            assert emp.mean() == pytest.approx(change["target_r"], abs=0.08), (dx, change["name"])
+    ad = {c["name"]: c["target_r"] for c in coupling_matrix(names, "AD", 1.0)[1]}
+    assert ad["PCC-mPFC"] < 0.25 and ad["precuneus-angular"] < 0.3
 
 
 def _hippocampus_contrast(root: Path, truth: dict, sub: str) -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, SessionInputs
-from m2m_bids.bids.participants import phenotype_row, read_participants
+from m2m_bids.bids.participants import empty_participants, phenotype_row, read_participants
 from m2m_bids.bids.validation import ParticipantProblem, check_bold, check_t1w
 from m2m_bids.config import Execution, Preproc
 from m2m_bids.exitcodes import AppError, ExitCode
@@ -186,7 +186,11 @@ def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels:
     labels = select_labels(available_labels(bids_dir), execution.participant_label,
                            execution.exclude_participant_label)
     queries = build_queries(execution)
-    phenotype = read_participants(bids_dir)
+    try:
+        phenotype = read_participants(bids_dir)
+    except AppError as err:  # preprocessing does not need it; group training re-reads it and fails there
+        log.warning("participants.tsv not used: %s", err.render())
+        phenotype = empty_participants()
     layouts, problems = _layouts(bids_dir, labels)
     participants: list[ParticipantInputs] = []
     matched = {"t1w": 0, "bold": 0}

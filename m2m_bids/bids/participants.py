@@ -37,9 +37,7 @@ def read_participants(bids_dir: str | Path) -> pd.DataFrame:
     sidecar = _read_sidecar(bids_dir / "participants.json")
     if not tsv.is_file():
         log.warning("no participants.tsv in %s: no labels or tabular columns are available", bids_dir)
-        frame = pd.DataFrame(index=pd.Index([], name="participant_id", dtype=str))
-        frame.attrs["sidecar"] = sidecar
-        return frame
+        return empty_participants(sidecar)
     try:
         raw = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False, na_values=list(MISSING_VALUES))
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -58,6 +56,13 @@ def read_participants(bids_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame({col: _typed_column(raw[col], sidecar.get(col)) for col in raw.columns},
                          index=raw.index)
     frame.attrs["sidecar"] = sidecar
+    return frame
+
+
+def empty_participants(sidecar: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The table of a dataset without participants.tsv: no rows, no columns, same index name."""
+    frame = pd.DataFrame(index=pd.Index([], name="participant_id", dtype=str))
+    frame.attrs["sidecar"] = sidecar or {}
     return frame
 
 

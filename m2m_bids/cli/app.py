@@ -163,6 +163,9 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         "--random-seed", "--seed", rich_help_panel=P_RUN, help="Seeds python, numpy, torch and ANTs (default: 0).")] = None,
     stop_on_first_crash: Annotated[Optional[bool], typer.Option(
         "--stop-on-first-crash", rich_help_panel=P_RUN, help="Stop at the first participant that fails.")] = None,
+    dry_run: Annotated[Optional[bool], typer.Option(
+        "--dry-run", rich_help_panel=P_RUN,
+        help="Validate the input, select participants and print what would run; process nothing.")] = None,
     verbose: Annotated[int, typer.Option(
         "-v", "--verbose", count=True, rich_help_panel=P_RUN, help="More log output (repeat for more).")] = 0,
     version: Annotated[Optional[bool], typer.Option(
@@ -200,6 +203,7 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         "execution.device": device,
         "execution.random_seed": random_seed,
         "execution.stop_on_first_crash": stop_on_first_crash,
+        "execution.dry_run": dry_run,
         "execution.save_preproc": save_preproc,
         "execution.model": str(model) if model else None,
         "execution.allow_training_participants": allow_training_participants,

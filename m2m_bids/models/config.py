@@ -27,6 +27,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "window_size": (2, 2, 2, 2),
         "first_window_size": (2, 2, 2, 2),
         "fusion_heads": 1,
+        "cnn_channels": (4, 4),
+        "cnn_dense": 16,
+        "frame_channels": (2, 2),
+        "rnn_hidden": 8,
+        "fusion_hidden": 16,
     },
     "swift4": {  # the SwiFT reference default: 4 stages [2,2,6,2], global attention in the last
         "depths": (2, 2, 6, 2),
@@ -87,6 +92,14 @@ class ModelConfig:
     align_include_positive: bool = False
     align_time_reduction: str = "mean"
     align_projection: bool = False
+    # --- CNN-RNN baselines (Kujur & Monfared 2026; models/baselines/cnn_rnn.py) -----------------
+    cnn_channels: tuple[int, ...] = (32, 32)
+    cnn_dense: int = 128
+    frame_channels: tuple[int, ...] = (16, 16)
+    rnn_hidden: int = 32
+    rnn_layers: int = 3
+    fusion_hidden: int = 64
+    head_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -109,7 +122,10 @@ def valid_keys() -> list[str]:
     return sorted(f.name for f in dataclasses.fields(ModelConfig)) + ["preset"]
 
 
-_TUPLE_FIELDS = {"img_size", "modalities", "depths", "num_heads", "window_size", "first_window_size"}
+_TUPLE_FIELDS = {"img_size", "modalities", "depths", "num_heads", "window_size", "first_window_size",
+                 "cnn_channels", "frame_channels"}
+#: Convolutional archs: no patch/window tiling, so the Swin divisibility check does not apply.
+UNTILED_ARCHS = frozenset({"cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d"})
 
 
 def build_config(arch: str, overrides: Mapping[str, Any]) -> ModelConfig:
@@ -152,7 +168,8 @@ def _validate(cfg: ModelConfig) -> None:
         raise ValueError("align_time_reduction must be 'mean' or 'sum'")
     if cfg.frames < 1 or cfg.num_classes < 1:
         raise ValueError(f"frames ({cfg.frames}) and num_classes ({cfg.num_classes}) must be >= 1")
-    check_divisible(cfg)
+    if cfg.arch not in UNTILED_ARCHS:
+        check_divisible(cfg)
 
 
 def stage_grids(cfg: ModelConfig) -> list[tuple[int, int, int]]:

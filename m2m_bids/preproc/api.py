@@ -121,7 +121,9 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     wf = build_preproc_wf(todo, cfg, base_dir=work)
     plugin_args: dict[str, Any] = {}
     if ex.nipype_plugin == "MultiProc":
-        plugin_args = {"n_procs": ex.nprocs, "poll_sleep_duration": 0.05, "raise_insufficient": False}
+        # forkserver: forked workers of a parent that already ran torch/OpenMP code can deadlock
+        plugin_args = {"n_procs": ex.nprocs, "poll_sleep_duration": 0.05, "raise_insufficient": False,
+                       "mp_context": "forkserver"}
         if ex.mem_gb:
             plugin_args["memory_gb"] = ex.mem_gb
     plugin_args.update(ex.nipype_plugin_args)

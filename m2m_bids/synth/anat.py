@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from m2m_bids.synth.geometry import (apply, oblique_affine, rigid_matrix, smooth_bias_field,
-                                     voxel_coords)
+from m2m_bids.synth.geometry import (SmoothWarp, apply, oblique_affine, rigid_matrix,
+                                     smooth_bias_field, voxel_coords)
 from m2m_bids.synth.sources import Sources, atrophied_t1, sample_mni, shrink_displacement
 from m2m_bids.synth.spec import SHRINK_PER_SEVERITY, SynthSpec
 
@@ -49,13 +49,15 @@ def acquisition_affine(shape: tuple[int, int, int], zooms: tuple[float, float, f
 
 
 def simulate_t1w(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose: HeadPose,
-                 severity: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+                 severity: dict[str, float], warp: SmoothWarp | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return (int16 data, affine) of one T1w acquisition with the given regional atrophy."""
     shape = tuple(spec.t1w_shape)
     affine = acquisition_affine(shape, tuple(spec.t1w_zooms), spec.t1w_axcodes, pose,
                                 spec.grid_tilt_deg, rng)
     volume = atrophied_t1(src, severity, max(min(spec.t1w_zooms) / spec.template_res - 1.0, 0.0) / 2.0)
     mni = apply(pose.matrix @ affine, voxel_coords(shape))
+    if warp is not None:  # the participant's own shape, then atrophy defined in template space
+        mni += warp.displacement(mni)
     mni += shrink_displacement(src, severity, mni, SHRINK_PER_SEVERITY)
     image = sample_mni(volume, src, mni).reshape(shape)
     image *= smooth_bias_field(shape, rng, spec.bias_strength)

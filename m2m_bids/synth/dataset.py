@@ -22,7 +22,7 @@ from m2m_bids.io_utils import write_json_atomic, write_text_atomic
 from m2m_bids.synth import bidsio
 from m2m_bids.synth.anat import HeadPose, mni_t1w, random_head_pose, simulate_t1w
 from m2m_bids.synth.func import BoldRun, coupling_matrix, mni_bold, simulate_bold
-from m2m_bids.synth.geometry import apply, rigid_matrix, voxel_coords
+from m2m_bids.synth.geometry import SmoothWarp, apply, rigid_matrix, voxel_coords
 from m2m_bids.synth.sources import TEMPLATE_SPACE, Sources, build_sources, sample_mni
 from m2m_bids.synth.spec import (ATROPHY_AD, CLASS_SCALE, COUPLING_AD, NETWORKS,
                                  SHRINK_PER_SEVERITY, TAU_ABETA_CUTOFF, WITHIN_NETWORK_R,
@@ -40,6 +40,10 @@ CONVENTIONS = {
                      "with c = motion_centre_scanner; a voxel at scanner point s in volume k shows the "
                      "anatomy at scanner_to_mni @ M_k @ s; volume 0 is the reference (all zeros)",
     "slice_timing": "each slice k of volume n is sampled at n*TR + SliceTiming[k] (not corrected)",
+    "anatomy_warp_coefficients": "per participant (3 x 8, mm): the smooth shape difference from the "
+                                 "template (m2m_bids.synth.geometry.SmoothWarp); a point p of the "
+                                 "participant's head shows template anatomy at p + d(p). The MNI-space "
+                                 "derivatives are without it (a perfect nonlinear normalisation)",
     "atrophy": "severity s: GM intensity x (1 - s*GM*smooth region weight) and a radial shrink of "
                f"{SHRINK_PER_SEVERITY}*s towards the region centroid",
 }
@@ -116,33 +120,36 @@ def _simulate_participant(ctx: _Context, ids: tuple[str, str], index: int,
     rng = np.random.default_rng([spec.seed, 1000 + index])
     scale = float(1.0 + rng.normal(0.0, spec.brain_scale_sd))
     jitter = float(np.clip(rng.normal(1.0, 0.15), 0.5, 1.5))
+    warp = SmoothWarp.random(rng, spec.anatomy_warp_mm) if spec.anatomy_warp_mm > 0 else None
     sessions = [None] if spec.sessions == 1 else [f"{s + 1:02d}" for s in range(spec.sessions)]
     record: dict[str, Any] = {"diagnosis": dx, "brain_scale": round(scale, 5),
                               "atrophy_jitter": round(jitter, 5), "coupling_changes": changes,
+                              "anatomy_warp_coefficients": None if warp is None else _r(warp.coefficients),
                               "sessions": {}}
     for s_index, ses in enumerate(sessions):
         severity = atrophy_severity(dx, spec.effect_size, jitter, 1.0 + 0.1 * s_index)
         record["sessions"][f"ses-{ses}" if ses else "none"] = _simulate_session(
-            ctx, rng, (label, ses), scale, severity, coupling)
+            ctx, rng, (label, ses), (scale, warp), severity, coupling)
     return record
 
 
 def _simulate_session(ctx: _Context, rng: np.random.Generator, ids: tuple[str, str | None],
-                      scale: float, severity: dict[str, float],
+                      body: tuple[float, SmoothWarp | None], severity: dict[str, float],
                       coupling: tuple[np.ndarray, list[dict]]) -> dict[str, Any]:
     """One T1w + one BOLD run (and optional derivatives) for a participant/session."""
     root, spec, src = ctx.root, ctx.spec, ctx.src
     corr, changes = coupling
+    scale, warp = body
     folder, prefix = bidsio.entities_prefix(*ids)
     pose = random_head_pose(spec, rng, scale)
-    t1w, t1w_affine = simulate_t1w(src, spec, rng, pose, severity)
+    t1w, t1w_affine = simulate_t1w(src, spec, rng, pose, severity, warp)
     t1w_rel = folder / "anat" / f"{prefix}_T1w.nii.gz"
     bidsio.write_nifti(root / t1w_rel, t1w, t1w_affine)
     write_json_atomic(root / t1w_rel.with_name(f"{prefix}_T1w.json"), bidsio.t1w_sidecar())
     between = rigid_matrix(np.concatenate([rng.uniform(-2, 2, 3), np.deg2rad(rng.uniform(-2, 2, 3))]),
                            pose.brain_centre_scanner)
     bold_pose = HeadPose(matrix=pose.matrix @ between, scale=scale)
-    run = simulate_bold(src, spec, rng, bold_pose, corr)
+    run = simulate_bold(src, spec, rng, bold_pose, corr, warp)
     bold_rel = folder / "func" / f"{prefix}_task-{spec.task}_bold.nii.gz"
     bidsio.write_nifti(root / bold_rel, run.data, run.affine, tr=spec.repetition_time,
                        slice_duration=spec.repetition_time / spec.bold_shape[2])

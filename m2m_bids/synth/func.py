@@ -17,7 +17,7 @@ import math
 from scipy import ndimage
 
 from m2m_bids.synth.anat import HeadPose, acquisition_affine
-from m2m_bids.synth.geometry import apply, motion_matrices, voxel_coords
+from m2m_bids.synth.geometry import SmoothWarp, apply, motion_matrices, voxel_coords
 from m2m_bids.synth.sources import Sources, sample_mni
 from m2m_bids.synth.spec import (BETWEEN_REGION_R, CLASS_SCALE, COUPLING_AD, NETWORKS,
                                  WITHIN_NETWORK_R, SynthSpec)
@@ -135,7 +135,7 @@ def _at_times(fine: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def simulate_bold(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose: HeadPose,
-                  corr: np.ndarray) -> BoldRun:
+                  corr: np.ndarray, warp: SmoothWarp | None = None) -> BoldRun:
     """One BOLD run on an oblique EPI grid; returns data and the true acquisition parameters."""
     shape = tuple(spec.bold_shape)
     tr, n_vols = spec.repetition_time, spec.n_volumes
@@ -159,6 +159,8 @@ def simulate_bold(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose:
     for first in range(0, n_vols, chunk):
         ks = range(first, min(first + chunk, n_vols))
         mni = np.concatenate([apply(pose.matrix @ matrices[k] @ affine, vox) for k in ks], axis=1)
+        if warp is not None:
+            mni += warp.displacement(mni)
         base = sample_mni(epi, src, mni).reshape(len(ks), n_vox)
         label = sample_mni(src.labels, src, mni, order=0).astype(np.int64).reshape(len(ks), n_vox)
         for j, k in enumerate(ks):

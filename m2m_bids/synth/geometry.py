@@ -14,6 +14,9 @@ Conventions (recorded in ``ground_truth.json`` so preprocessing can be scored):
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -116,3 +119,32 @@ def _block_mean(data: np.ndarray, affine: np.ndarray, f: int) -> tuple[np.ndarra
     new_affine[:3, :3] = affine[:3, :3] * f
     new_affine[:3, 3] = affine[:3, :3] @ np.full(3, (f - 1) / 2.0) + affine[:3, 3]
     return out, new_affine
+
+
+@dataclass(frozen=True)
+class SmoothWarp:
+    """A participant's own anatomy: a smooth, low-frequency displacement of template space.
+
+    ``d_c(m) = sum_k coefficients[c, k] * prod_axis cos(pi * f_k,axis * (m - lo) / length)`` with
+    frequencies 1 or 2 per axis (8 basis functions), so shapes differ between participants by a
+    few millimetres, as they do after affine but before nonlinear normalisation.
+    """
+
+    coefficients: np.ndarray  # (3, 8) mm
+    lo: tuple[float, float, float] = (-98.0, -134.0, -72.0)
+    length: tuple[float, float, float] = (197.0, 233.0, 189.0)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, amplitude_mm: float) -> SmoothWarp:
+        """Coefficients with an RMS displacement of about ``amplitude_mm``."""
+        return cls(coefficients=rng.normal(0.0, amplitude_mm / np.sqrt(8.0) * 3.0, (3, 8)))
+
+    def displacement(self, mni: np.ndarray) -> np.ndarray:
+        """Displacement (3, N) in mm at MNI points (3, N)."""
+        phase = (mni - np.asarray(self.lo, np.float32)[:, None]) / np.asarray(self.length, np.float32)[:, None]
+        waves = [[np.cos(np.pi * f * phase[axis]) for f in (1, 2)] for axis in range(3)]
+        out = np.zeros_like(mni)
+        for k, (fx, fy, fz) in enumerate(itertools.product((0, 1), repeat=3)):
+            basis = waves[0][fx] * waves[1][fy] * waves[2][fz]
+            out += self.coefficients[:, k, None].astype(np.float32) * basis
+        return out

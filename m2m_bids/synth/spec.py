@@ -90,6 +90,7 @@ class SynthSpec:
     head_rotation_deg: float = 8.0
     head_shift_mm: float = 8.0
     brain_scale_sd: float = 0.03
+    anatomy_warp_mm: float = 2.0  # RMS of each participant's smooth shape difference (0 = template)
     motion_mm: float = 0.15
     motion_deg: float = 0.12
     t1w_noise: float = 0.02

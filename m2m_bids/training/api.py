@@ -60,6 +60,12 @@ def train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConfi
     """
     if not entries:
         raise AppError("no cached samples to train on", ExitCode.DATA_ERROR, hint="run the participant level first")
+    from m2m_bids.classical import is_classical
+
+    if is_classical(cfg.model.arch):  # sklearn baselines: same labels, folds, metrics and files, no torch loop
+        from m2m_bids.classical.api import train_classical
+
+        return train_classical(entries, phenotype, cfg, Path(output_dir))
     dist = setup_distributed(cfg.execution.device)
     try:
         return _train_group(entries, phenotype, cfg, Path(output_dir), dist, on_epoch_end)

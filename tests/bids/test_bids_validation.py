@@ -138,3 +138,13 @@ def test_broken_sidecar_json_stops_only_its_participant(pristine: Path, tmp_path
     assert [p.label for p in found] == ["01"]
     assert [(p.label, p.code) for p in problems] == [("02", ExitCode.DATA_ERROR)]
     assert problems[0].path.endswith("sub-02_task-rest_bold.json") and "JSON" in problems[0].message
+
+
+def test_broken_participants_tsv_does_not_stop_preprocessing(pristine: Path, tmp_path: Path) -> None:
+    root = tmp_path / "bids"
+    shutil.copytree(pristine, root)
+    (root / "participants.tsv").write_text("subject\tage\nsub-01\t3\n", encoding="utf-8")
+    ex = Execution(bids_dir=root, output_dir=tmp_path / "o", analysis_level="participant")
+    found, problems = collect_participants(ex, Preproc(), scan_voxels=False)
+    assert [p.label for p in found] == ["01", "02"] and problems == []
+    assert found[0].phenotype == {}
