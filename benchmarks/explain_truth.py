@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--effect", type=float, default=1.0)
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--overrides", default="", help='JSON model overrides, e.g. \'{"patch_size": 2}\'')
     parser.add_argument("--regions", default="Hippocampus_L,Hippocampus_R,Precuneus_L")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -139,7 +140,8 @@ def run(args: argparse.Namespace) -> dict:
     train_entries = build_entries(root, train_labels, planted, args, preproc, seed=0)
     torch.manual_seed(0)
     model = create_model("m2m", num_classes=2, img_size=(args.grid,) * 3, frames=args.window_frames,
-                         modalities=("fmri", "smri"), preset=args.preset, alignment=False).to(device)
+                         modalities=("fmri", "smri"), preset=args.preset, alignment=False,
+                         **(json.loads(args.overrides) if args.overrides else {})).to(device)
     accuracy = train(model, train_entries, list(train_labels.values()), args, device)
     t_train = time.perf_counter() - t0
     bundle = write_bundle(model.cpu(), root / "out" / "models" / "model-m2m", list(train_labels), preproc)
@@ -148,16 +150,20 @@ def run(args: argparse.Namespace) -> dict:
     failures = apply_model(bundle, test_entries, cfg)
     t_apply = time.perf_counter() - t1
     hits: dict[str, list[int]] = {"saliency": [], "attention": []}
+    ranks: dict[str, list[dict[str, int]]] = {"saliency": [], "attention": []}
     for p in test_labels:
         for stat in hits:
             path = next((root / "out" / f"sub-{p}" / "anat").glob(f"*atlas-aal*_stat-{stat}_desc-T1w_table.tsv"), None)
             if path is not None:
-                top = set(pd.read_csv(path, sep="\t").query("top")["name"])
-                hits[stat].append(len(top & set(regions)))
+                table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+                hits[stat].append(len(set(table.query("top")["name"]) & set(regions)))
+                found = table[table["name"].isin(regions)]
+                ranks[stat].append({str(r["name"]): int(r["rank"]) for _, r in found.dropna(subset=["rank"]).iterrows()})
     return {"grid": args.grid, "steps": args.steps, "train_accuracy": accuracy, "planted": regions,
             "planted_voxels": int(planted.sum()), "train_s": round(t_train, 1), "apply_s": round(t_apply, 1),
             "failures": {k: v.message for k, v in failures.items()},
-            "planted_regions_in_top5_per_participant": hits, "output": str(root / "out")}
+            "planted_regions_in_top5_per_participant": hits, "planted_region_ranks": ranks,
+            "regions_in_atlas": int(len(atlas.labels)), "output": str(root / "out")}
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import base64
 import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 CSS = """
@@ -52,16 +53,18 @@ def table(frame: pd.DataFrame, float_format: str = "{:.3f}") -> str:
     """A DataFrame as an escaped HTML table (numbers right-aligned, NaN as n/a)."""
     head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
     rows = []
-    for _, row in frame.iterrows():
+    for row in frame.itertuples(index=False):  # keeps each column's dtype (iterrows casts to float)
         cells = []
         for value in row:
-            if isinstance(value, float):
+            if isinstance(value, (bool, np.bool_)) or value is None or value is pd.NA:
+                cells.append(f"<td>{esc('n/a' if value is None or value is pd.NA else value)}</td>")
+            elif isinstance(value, (int, np.integer)):
+                cells.append(f'<td class="num">{value}</td>')
+            elif isinstance(value, (float, np.floating)):
                 text = "n/a" if pd.isna(value) else float_format.format(value)
                 cells.append(f'<td class="num">{text}</td>')
-            elif isinstance(value, (int,)) and not isinstance(value, bool):
-                cells.append(f'<td class="num">{value}</td>')
             else:
-                cells.append(f"<td>{esc('n/a' if value is None or value is pd.NA else value)}</td>")
+                cells.append(f"<td>{esc(value)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

@@ -54,9 +54,10 @@ class SessionView:
 
 CAVEATS = (
     "Attention and saliency show what this model used to reach its output, not where disease is. "
-    "They are computed on a 3 mm grid from tokens covering several centimetres, so region names are "
-    "approximate; high scores at the brain's edge often mean the model used registration or "
-    "skull-stripping differences. Compare with the group maps and see docs/interpreting.md.")
+    "They are computed on the model's grid (3 mm by default); attention comes from tokens covering "
+    "several centimetres, so region names are approximate; high scores at the brain's edge often mean "
+    "the model used registration or skull-stripping differences. Compare with the group maps and see "
+    "docs/interpreting.md.")
 
 
 def _prediction_section(view: SessionView, model_id: str, in_training: bool) -> str:

@@ -81,6 +81,19 @@ def check_atlas(name: str) -> str:
     return f"atlas {name}: {image.shape}, {len(table) - 1} labels"
 
 
+def check_app_atlas() -> str:
+    """The default atlas through m2m-bids' own loader (what ``--atlas aal`` runs), when installed."""
+    if importlib.util.find_spec("m2m_bids") is None:
+        return "m2m_bids not installed: app atlas loader not checked"
+    from m2m_bids.atlases import available_atlases, load_atlas
+
+    names = set(available_atlases())
+    if names != set(ATLASES):
+        raise ValueError(f"m2m_bids.atlases offers {sorted(names)}, this check covers {sorted(ATLASES)}")
+    atlas = load_atlas("aal")
+    return f"m2m_bids.atlases.load_atlas('aal'): {atlas.image.shape}, {len(atlas.labels)} labels"
+
+
 def check_validator() -> str:
     """bids-validator-deno runs its bundled script with the local deno (no download)."""
     env = {**os.environ, "NO_COLOR": "1"}
@@ -94,6 +107,7 @@ def check_validator() -> str:
 def all_checks(with_validator: bool) -> dict[str, Callable[[], str]]:
     checks: dict[str, Callable[[], str]] = {"mni152": check_mni_template}
     checks.update({f"atlas-{name}": (lambda n=name: check_atlas(n)) for name in ATLASES})
+    checks["app-atlas"] = check_app_atlas
     if with_validator:
         checks["bids-validator-deno"] = check_validator
     return checks

@@ -132,3 +132,35 @@ def test_group_interpretation_writes_class_maps_top_regions_tsne_and_report(appl
     assert json.loads((group / "desc-tsne_latents.json").read_text())["Perplexity"] < len(tsne)
     html = (trained.root / "out" / "group.html").read_text()
     assert "t-SNE" in html and "data:image/png;base64," in html
+
+
+def test_sessions_get_their_own_folders_and_rows(trained: Trained):
+    from m2m_bids.preproc.cache import CacheEntry
+
+    source = trained.test_entries[0]
+    entry = CacheEntry(path=source.path, key=source.key, meta={**source.meta, "participant": "34", "session": "2"})
+    cfg = trained.config(interpret={"saliency": False})
+    assert apply_model(trained.bundle, [entry], cfg) == {}
+    out = trained.root / "out" / "sub-34"
+    assert (out / "sub-34_ses-2_desc-m2m_predictions.tsv").is_file()
+    assert (out / "ses-2" / "anat" / "sub-34_ses-2_space-MNI152NLin2009aSym_res-6_stat-attention_desc-T1w_statmap.nii.gz").is_file()
+    table = pd.read_csv(trained.root / "out" / "predictions.tsv", sep="\t")
+    assert table.set_index("participant_id").loc["sub-34", "session_id"] == "ses-2"
+    assert "Session 2" in (trained.root / "out" / "sub-34.html").read_text()
+
+
+def test_tabular_features_follow_the_model_card(tmp_path):
+    from types import SimpleNamespace
+
+    from m2m_bids.interpret.api import tabular_features
+    from m2m_bids.training.tabular import TabularEncoder
+
+    train = pd.DataFrame({"age": [60.0, 70.0, 80.0], "sex": ["F", "M", "F"]}, index=["01", "02", "03"])
+    encoder = TabularEncoder.fit(train, ["age", "sex"])
+    pd.DataFrame({"participant_id": ["sub-09"], "age": [75], "sex": ["M"]}).to_csv(
+        tmp_path / "participants.tsv", sep="\t", index=False)
+    bundle = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(modalities=("smri", "tabular"))),
+                             card={"tabular": encoder.to_dict()})
+    features = tabular_features(bundle, tmp_path, ["09", "10"])  # type: ignore[arg-type]
+    np.testing.assert_allclose(features["09"], encoder.transform(pd.DataFrame({"age": [75], "sex": ["M"]}))[0])
+    assert features["10"][1] == 1.0  # no row: age marked missing

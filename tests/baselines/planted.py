@@ -1,0 +1,80 @@
+"""Synthetic cache entries on a real MNI grid (16^3 at 6 mm) with signals planted in AAL2 regions.
+
+Unlike ``tests/training/synth_cache.py`` (cubes on a grid without an affine), these entries record
+``meta["affine"]`` like real preprocessing does, so the atlas-based classical baseline can place
+AAL2 on them. Class 1 ("AD") differs from class 0 ("CN") by up to three independent effects:
+
+- ``atrophy``: lower T1w intensity in both hippocampi and parahippocampal gyri;
+- ``decoupling``: precuneus and angular gyri share a fluctuation in CN but not in AD (the synthetic
+  generator's "precuneus-angular" coupling loss);
+- ``amplitude``: a larger BOLD fluctuation in the middle cingulate in AD (increased BOLD variability).
+
+Everything else is i.i.d. noise. Participants 3, 6, 9, ... have two sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from m2m_bids.atlases import load_atlas
+from m2m_bids.preproc.grid import make_grid
+
+SHAPE = (16, 16, 16)
+RESOLUTION = 6.0
+ATROPHY = ("Hippocampus_L", "Hippocampus_R", "ParaHippocampal_L", "ParaHippocampal_R")
+COUPLED_A = ("Precuneus_L", "Precuneus_R")
+COUPLED_B = ("Angular_L", "Angular_R")
+AMPLITUDE = ("Cingulate_Mid_L", "Cingulate_Mid_R")
+
+
+def grid_masks() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The grid affine and the boolean masks of the planted region groups."""
+    grid = make_grid(RESOLUTION, SHAPE)
+    atlas = load_atlas("aal", target=nib.Nifti1Image(np.zeros(SHAPE, np.uint8), grid.affine))
+    masks = {"atrophy": atlas.mask(list(ATROPHY)), "a": atlas.mask(list(COUPLED_A)),
+             "b": atlas.mask(list(COUPLED_B)), "amplitude": atlas.mask(list(AMPLITUDE))}
+    return grid.affine, masks
+
+
+def make_run(rng: np.random.Generator, label: int, frames: int, masks: dict[str, np.ndarray], *,
+             atrophy: float, decoupling: float, amplitude: float) -> dict[str, np.ndarray]:
+    """fmri (X,Y,Z,T), smri (X,Y,Z) float16 and an all-ones mask for one run."""
+    smri = rng.normal(0.0, 1.0, SHAPE)
+    smri[masks["atrophy"]] -= atrophy * label
+    fmri = rng.normal(0.0, 1.0, SHAPE + (frames,))
+    shared = rng.normal(0.0, 1.0, frames)
+    own = rng.normal(0.0, 1.0, frames)
+    fmri[masks["a"]] += decoupling * shared
+    fmri[masks["b"]] += decoupling * (own if label == 1 else shared)
+    fmri[masks["amplitude"]] += amplitude * label * rng.normal(0.0, 1.0, frames)
+    return {"fmri": fmri.astype(np.float16), "smri": smri.astype(np.float16),
+            "mask": np.ones(SHAPE, dtype=np.uint8)}
+
+
+def build_planted(cache: Any, n_per_class: int = 10, *, frames: int = 8, atrophy: float = 0.0,
+                  decoupling: float = 0.0, amplitude: float = 0.0, seed: int = 0,
+                  first: int = 1) -> tuple[list[Any], pd.DataFrame]:
+    """Cache entries and a participants table (index: label; diagnosis CN/AD, age, sex).
+
+    Participant labels count up from ``first`` (a second call with another ``first`` gives held-out people).
+    """
+    rng = np.random.default_rng(seed)
+    affine, masks = grid_masks()
+    entries, rows = [], {}
+    for i in range(2 * n_per_class):
+        label, participant = i % 2, f"{i + first:02d}"
+        for ses in (["1", "2"] if (i + 1) % 3 == 0 else ["1"]):
+            meta = {"participant": participant, "session": ses, "task": "rest", "run": None,
+                    "repetition_time": 2.0, "affine": affine.tolist(), "grid_shape": list(SHAPE),
+                    "resolution_mm": RESOLUTION, "params_hash": "planted", "preproc": {"grid_shape": list(SHAPE)}}
+            key = hashlib.sha256(f"planted-{seed}-{participant}-{ses}-{atrophy}-{decoupling}-{amplitude}".encode())
+            run = make_run(rng, label, frames, masks, atrophy=atrophy, decoupling=decoupling, amplitude=amplitude)
+            entries.append(cache.put(key.hexdigest(), run, meta))
+        rows[participant] = {"diagnosis": ["CN", "AD"][label], "age": float(rng.normal(70, 5)),
+                             "sex": ["F", "M"][int(rng.integers(2))]}
+    return entries, pd.DataFrame.from_dict(rows, orient="index")
