@@ -23,7 +23,7 @@ from m2m_bids import __version__
 from m2m_bids.bids.inputs import ParticipantInputs
 from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.runtime import configure_caches, configure_threads, setup_logging
+from m2m_bids.runtime import configure_caches, configure_threads, is_main_process, setup_logging
 
 log = logging.getLogger("m2m_bids")
 
@@ -64,8 +64,8 @@ def run(cfg: RunConfig) -> ExitCode:
         configure_caches(ex.resolved_work_dir)
         configure_threads(ex.threads)
         seed_everything(ex.random_seed)
-        snapshot = cfg.save_snapshot()
-        log.info("configuration saved to %s", snapshot)
+        if is_main_process():
+            log.info("configuration saved to %s", cfg.save_snapshot())
         code = _run_level(cfg)
     except AppError as err:
         log.error(err.render())
@@ -101,6 +101,8 @@ def _finalise_outputs(cfg: RunConfig) -> None:
     """Always leave a valid derivatives root behind, even after a failure."""
     from m2m_bids.bids.derivatives import DerivativesWriter
 
+    if not is_main_process():
+        return
     try:
         writer = DerivativesWriter(cfg.execution.output_dir, bids_dir=cfg.execution.bids_dir, run_id=cfg.run_id)
         writer.write_dataset_description()
@@ -201,4 +203,9 @@ def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome:
                        ExitCode.DATA_ERROR, hint="see the errors above and sub-<id>/log/")
     phenotype = read_participants(cfg.execution.bids_dir)
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
-    log.info("group model written to %s", getattr(result, "bundle_dir", cfg.execution.output_dir / "models"))
+    log.info("group model written to %s", result.bundle_dir)
+    if is_main_process() and cfg.interpret.reports:
+        from m2m_bids.interpret.group import write_group_interpretation
+
+        report = write_group_interpretation(result.bundle_dir, entries, cfg)
+        log.info("group explanations and report written (%s)", report)

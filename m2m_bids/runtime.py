@@ -87,6 +87,11 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def is_main_process() -> bool:
+    """False on every torchrun rank but 0: only rank 0 writes shared outputs (config, reports)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def resolve_device(requested: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu`` (logged, so users see the fall-back)."""
     import torch

@@ -5,11 +5,13 @@
 from :func:`make_splits` with the same seed (so a deep model and this baseline are tested on exactly
 the same participants), and the metrics from :func:`classification_metrics` /
 :func:`summarise`. Per fold, standardisation + L2 logistic regression is fitted on the training
-participants for each ``C`` in ``c_grid``; the ``C`` with the best validation ROC-AUC (ties: the
-smaller, more regularised one) is refitted on training + validation and scores the test fold.
++ validation participants: standardisation, ANOVA-F selection of ``k`` features and L2 logistic
+regression, with ``k`` from ``k_grid`` and ``C`` from ``c_grid`` chosen by an inner stratified
+3-fold CV on those same participants; the refitted model scores the test fold.
 
 Options come from ``model.overrides`` (``--model-option`` / config file): ``atlas`` (default
-``aal``), ``c_grid`` (default ``[0.01, 0.1, 1, 10]``), ``max_iter``; ``preset`` is ignored.
+``aal``), ``c_grid`` (default ``[0.01, 0.1, 1, 10]``), ``k_grid`` (numbers of features kept,
+default ``[10, 100, 0]``; 0 = all), ``max_iter``; ``preset`` is ignored.
 
 Outputs: ``group/metrics.tsv``, ``metrics.json``, ``oof-predictions.tsv``, ``figures/{roc,pr}.svg``
 (same formats as the deep models) and ``models/model-connectome-logreg/classical-model.json`` (the
@@ -26,7 +28,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.feature_selection import SelectKBest, f_classif
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -42,7 +46,9 @@ from m2m_bids.training.splits import Split, make_splits
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"atlas": "aal", "c_grid": [0.01, 0.1, 1.0, 10.0], "max_iter": 2000}
+#: Inner cross-validation folds that choose ``C`` (fewer when a class has fewer participants).
+INNER_FOLDS = 3
+DEFAULTS: dict[str, Any] = {"atlas": "aal", "c_grid": [0.01, 0.1, 1.0, 10.0], "k_grid": [10, 100, 0], "max_iter": 2000}
 
 
 def options(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -55,10 +61,15 @@ def options(overrides: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **given}
 
 
-def make_classifier(c: float, max_iter: int, seed: int) -> Pipeline:
-    """Standardise every feature on the training fold, then L2 logistic regression (balanced classes)."""
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced",
-                                                              random_state=seed))
+def make_classifier(c: float, max_iter: int, seed: int, k_best: int | str = "all") -> Pipeline:
+    """Standardise on the training fold, keep the ``k_best`` features by ANOVA F, L2 logistic regression.
+
+    With thousands of edges and tens of participants, a minimum-norm linear separator spreads its
+    weight over every noise feature; univariate selection inside the fold (fitted on the training
+    participants only, so it does not leak the test fold) lets a few informative edges or regions count.
+    """
+    return make_pipeline(StandardScaler(), SelectKBest(f_classif, k=k_best),
+                         LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced", random_state=seed))
 
 
 def _stack(features: dict[str, np.ndarray], labels: Labels, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,21 +77,38 @@ def _stack(features: dict[str, np.ndarray], labels: Labels, ids: tuple[str, ...]
 
 
 def fit_split(features: dict[str, np.ndarray], labels: Labels, split: Split, opts: dict[str, Any],
-              seed: int) -> tuple[Pipeline, float, dict[float, float]]:
-    """Choose ``C`` on the validation participants, refit on train + val; returns (model, C, val AUCs)."""
-    x_tr, y_tr = _stack(features, labels, split.train)
-    x_val, y_val = _stack(features, labels, split.val)
-    n_classes = len(labels.classes)
-    val_auc: dict[float, float] = {}
-    for c in opts["c_grid"]:
-        if len(np.unique(y_tr)) < 2:
-            break
-        model = make_classifier(float(c), int(opts["max_iter"]), seed).fit(x_tr, y_tr)
-        val_auc[float(c)] = classification_metrics(y_val, _proba(model, x_val, n_classes))["roc_auc"]
-    scored = {c: a for c, a in val_auc.items() if not math.isnan(a)}
-    best = max(scored, key=lambda c: (scored[c], -c)) if scored else float(np.median(opts["c_grid"]))
-    x_all, y_all = np.concatenate([x_tr, x_val]), np.concatenate([y_tr, y_val])
-    return make_classifier(best, int(opts["max_iter"]), seed).fit(x_all, y_all), best, val_auc
+              seed: int) -> tuple[Pipeline, dict[str, Any], list[dict[str, Any]]]:
+    """Choose ``k`` and ``C`` by inner stratified CV on the split's training + validation participants.
+
+    A validation split of one or two participants cannot rank a grid (its ROC-AUC is undefined or
+    tied), so the inner CV uses every non-test participant of the fold; the test participants are
+    never seen. Ties go to fewer features, then the larger ``C``. Returns (refitted model, chosen
+    parameters, inner-CV table).
+    """
+    x, y = _stack(features, labels, split.train + split.val)
+    ks = sorted({int(k) for k in opts["k_grid"] if 0 < int(k) < x.shape[1]}) or ["all"]
+    if any(int(k) <= 0 or int(k) >= x.shape[1] for k in opts["k_grid"]) and ks != ["all"]:
+        ks.append("all")
+    cs = [float(c) for c in opts["c_grid"]]
+    counts = np.bincount(y)
+    inner = int(min(INNER_FOLDS, counts[counts > 0].min()))
+    best: dict[str, Any] = {"k": ks[0], "C": cs[len(cs) // 2]}
+    table: list[dict[str, Any]] = []
+    if inner >= 2 and len(ks) * len(cs) > 1:
+        search = GridSearchCV(make_classifier(cs[0], int(opts["max_iter"]), seed),
+                              {"selectkbest__k": ks, "logisticregression__C": cs},
+                              scoring="roc_auc" if len(labels.classes) == 2 else "roc_auc_ovr",
+                              cv=StratifiedKFold(inner, shuffle=True, random_state=seed), error_score=np.nan)
+        search.fit(x, y)
+        for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
+            table.append({"k": params["selectkbest__k"], "C": params["logisticregression__C"], "auc": float(score)})
+        finite = [row for row in table if not math.isnan(row["auc"])]
+        if finite:
+            n_features = x.shape[1]
+            top = max(finite, key=lambda r: (r["auc"], -(n_features if r["k"] == "all" else r["k"]), r["C"]))
+            best = {"k": top["k"], "C": top["C"]}
+    model = make_classifier(best["C"], int(opts["max_iter"]), seed, best["k"]).fit(x, y)
+    return model, best, table
 
 
 def _proba(model: Pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -104,16 +132,16 @@ def train_classical(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunC
     parc = make_parcellation(entries[0], opts["atlas"])
     labelled = set(map(str, labels.y.index))
     features = participant_features([e for e in entries if participant_of(e) in labelled], parc)
-    rows, per_fold, chosen = [], {}, {}
+    rows: list[dict[str, Any]] = []
+    per_fold: dict[str, dict[str, float]] = {}
+    chosen: dict[str, dict[str, Any]] = {}
     for split in folds:
-        model, c, _ = fit_split(features, labels, split, opts, seed)
-        chosen[split.name] = c
+        model, chosen[split.name], _ = fit_split(features, labels, split, opts, seed)
         x_te, y_te = _stack(features, labels, split.test)
         prob = _proba(model, x_te, len(labels.classes))
         per_fold[split.name] = classification_metrics(y_te, prob)
         rows += _oof_rows(split, prob, y_te, labels.classes)
-    final_model, final_c, _ = fit_split(features, labels, final, opts, seed)
-    chosen["final"] = final_c
+    final_model, chosen["final"], _ = fit_split(features, labels, final, opts, seed)
     summary = summarise(list(per_fold.values()))
     bundle = Path(output_dir) / "models" / f"model-{cfg.model.arch}"
     result = GroupResult(bundle, labels.classes, per_fold, summary, pd.DataFrame(rows), labels.excluded, folds, final)
@@ -134,7 +162,7 @@ def _oof_rows(split: Split, prob: np.ndarray, y: np.ndarray, classes: list[str])
     return rows
 
 
-def _write_outputs(output_dir: Path, result: GroupResult, labels: Labels, chosen: dict[str, float]) -> None:
+def _write_outputs(output_dir: Path, result: GroupResult, labels: Labels, chosen: dict[str, dict[str, Any]]) -> None:
     """The deep models' group files, minus training curves (nothing is trained by epochs here)."""
     from m2m_bids.training.figures import roc_pr_figures
     from m2m_bids.training.outputs import _clean, metrics_table
@@ -148,19 +176,22 @@ def _write_outputs(output_dir: Path, result: GroupResult, labels: Labels, chosen
         "per_fold": result.per_fold, "summary": result.summary,
         "n_participants": {"labelled": int(len(labels.y)), "excluded": len(labels.excluded),
                            "per_class": labels.counts()},
-        "excluded": result.excluded, "chosen_C": chosen}))
+        "excluded": result.excluded, "chosen_parameters": chosen}))
     roc_pr_figures(result.oof, result.classes, group / "figures")
 
 
 def _write_model(bundle: Path, model: Pipeline, parc: Any, labels: Labels, cfg: RunConfig,
-                 chosen: dict[str, float]) -> Path:
-    """The final model as plain JSON (no pickle): scaler mean/scale, coefficients, intercepts, features."""
+                 chosen: dict[str, dict[str, Any]]) -> Path:
+    """The final model as plain JSON (no pickle): scaler mean/scale (all features), the indices kept
+    by the selection, coefficients over those, intercepts, and the feature description."""
     scaler: StandardScaler = model.named_steps["standardscaler"]
+    selected = np.flatnonzero(model.named_steps["selectkbest"].get_support())
     clf: LogisticRegression = model.named_steps["logisticregression"]
     path = bundle / "classical-model.json"
     write_json_atomic(path, {
         "arch": cfg.model.arch, "classes": labels.classes, "fitted_classes": [int(c) for c in clf.classes_],
-        "C": chosen["final"], "features": {**describe(parc), "names": parc.feature_names()},
+        "parameters": chosen["final"], "features": {**describe(parc), "names": parc.feature_names()},
+        "selected_features": selected.tolist(),
         "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
         "coef": clf.coef_.tolist(), "intercept": clf.intercept_.tolist(),
         "seed": cfg.execution.random_seed, "folds": cfg.train.folds})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ from m2m_bids.preproc.interfaces import ERROR_MARKER
 from m2m_bids.preproc.plan import RunPlan, plan_participant
 
 log = logging.getLogger(__name__)
+
+#: Modules the MultiProc worker server imports once, so each worker starts in milliseconds.
+FORKSERVER_PRELOAD = ("nipype.pipeline.engine", "m2m_bids.preproc.interfaces", "m2m_bids.preproc.steps",
+                      "m2m_bids.preproc.sink", "m2m_bids.preproc.resample", "ants", "matplotlib.pyplot")
 
 
 @dataclass
@@ -55,7 +60,7 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
             results[participant.label] = ParticipantResult(participant.label, error=err)
             continue
         hits = [cache.get(plan.key) for plan in plans]
-        if all(hit is not None for hit in hits) and not cfg.execution.save_preproc:
+        if all(hit is not None for hit in hits) and all(_derivatives_present(plan, cfg) for plan in plans):
             log.info("sub-%s: all %d run(s) found in the tensor cache %s: no preprocessing needed",
                      participant.label, len(plans), cache.root)
             results[participant.label] = ParticipantResult(participant.label, entries=list(hits), cached=True)
@@ -66,6 +71,17 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
         for label, plans in todo.items():
             results[label] = _collect(label, plans, cache, cfg)
     return [results[p.label] for p in participants]
+
+
+def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
+    """True without ``--save-preproc``, else whether the run's smoothed BOLD derivative exists."""
+    if not cfg.execution.save_preproc:
+        return True
+    from m2m_bids.preproc import outputs
+
+    name = outputs.derivative_name(plan.bold.entities, space=TEMPLATE_NAME, res=outputs.res_label(cfg.preproc.resolution_mm),
+                                   desc="smoothed", suffix="bold", extension=".nii.gz")
+    return (outputs.subject_dir(cfg.execution.output_dir, plan.bold.entities) / "func" / name).is_file()
 
 
 def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfig) -> ParticipantResult:
@@ -115,7 +131,8 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
 
     ex = cfg.execution
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(ex.threads)
+    for name in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):  # ANTs/ITK and torch in workers
+        os.environ[name] = str(ex.threads)
     work = ex.resolved_work_dir / "nipype"
     work.mkdir(parents=True, exist_ok=True)
     wf = build_preproc_wf(todo, cfg, base_dir=work)
@@ -127,6 +144,9 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
         if ex.mem_gb:
             plugin_args["memory_gb"] = ex.mem_gb
     plugin_args.update(ex.nipype_plugin_args)
+    if plugin_args.get("mp_context") == "forkserver":
+        # workers fork from a server that has imported these once (not yet run: no OpenMP pools)
+        multiprocessing.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     start = time.monotonic()
     log.info("preprocessing %d participant(s), %d run(s) with nipype %s (work dir %s)", len(todo),
              sum(len(p) for p in todo.values()), ex.nipype_plugin, work)

@@ -93,27 +93,29 @@ def _states_section(view: SessionView) -> str:
     return "".join(parts)
 
 
-def qc_figures(output_dir: Path, label: str, exclude: set[Path]) -> list[Path]:
-    """Preprocessing figures under ``sub-<id>/figures/`` that the explanations did not write."""
+#: Suffixes of the figures the explanations write (everything else in figures/ is preprocessing QC).
+EXPLANATION_SUFFIXES = ("_statmap", "_relmat", "_timeseries", "_predictions")
+
+
+def qc_figures(output_dir: Path, label: str) -> list[Path]:
+    """Preprocessing figures under ``sub-<id>/figures/`` (not the explanation figures, of any run)."""
     folder = output_dir / f"sub-{label}" / "figures"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".svg", ".png") and p not in exclude)
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in (".svg", ".png") and not p.stem.endswith(EXPLANATION_SUFFIXES))
 
 
 def render_participant(output_dir: Path, label: str, sessions: list[SessionView], model_id: str,
                        in_training: bool) -> Path:
     """Write ``OUTPUT_DIR/sub-<label>.html`` and return its path."""
     sections = []
-    written: set[Path] = set()
     for view in sessions:
         heading = f"<h2>Session {esc(view.session)}</h2>" if view.session else "<h2>Results</h2>"
         sections.append(heading + _prediction_section(view, model_id, in_training))
         sections.append(_maps_section(view))
         sections.append(_states_section(view))
-        written |= {view.probability_figure, *(m.figure for m in view.maps),
-                    *(s.temporal_figure for s in view.states), *(p for s in view.states for _, p in s.connectivity)}
-    qc = qc_figures(output_dir, label, written)
+    qc = qc_figures(output_dir, label)
     if qc:
         sections.append("<h2>Preprocessing quality control</h2>" + "".join(figure(p, p.name) for p in qc))
     html = page(f"sub-{label}", f"m2m-bids participant report · model {model_id}", sections)

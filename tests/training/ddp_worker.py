@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def main(root: Path) -> None:
     worlds: list[int] = []
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir,
                          on_epoch_end=lambda split, stats: worlds.append(dist.get_world_size()))
-    rank = int(__import__("os").environ["RANK"])
+    rank = int(os.environ["RANK"])
     result.oof.to_csv(root / f"oof-rank{rank}.tsv", sep="\t", index=False)
     (root / f"worlds-rank{rank}.json").write_text(json.dumps(worlds))
 
