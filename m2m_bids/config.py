@@ -92,6 +92,17 @@ class Execution(_Section):
     nipype_plugin_args: dict[str, Any] = Field(default_factory=dict)
     verbosity: int = 0
 
+    @field_validator("bids_dir", "output_dir", "work_dir", "cache_dir", "model")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Paths are made absolute once, here: nipype runs nodes in their own folders."""
+        return None if value is None else value.expanduser().absolute()
+
+    @field_validator("derivatives")
+    @classmethod
+    def _absolute_derivatives(cls, value: dict[str, Path]) -> dict[str, Path]:
+        return {name: path.expanduser().absolute() for name, path in value.items()}
+
     @field_validator("participant_label", "exclude_participant_label", mode="before")
     @classmethod
     def _strip_sub(cls, value: Any) -> Any:

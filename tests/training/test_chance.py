@@ -9,7 +9,7 @@ from m2m_bids.training.api import train_group
 
 
 def test_shuffled_labels_stay_near_chance(cache, make_config):
-    entries, phenotype = build_dataset(cache, n_per_class=16, effect=3.0, seed=0)
+    entries, phenotype = build_dataset(cache, n_per_class=16, effect=4.0, seed=0)
     rng = np.random.default_rng(7)
     phenotype["diagnosis"] = rng.permutation(phenotype["diagnosis"].to_numpy())
     cfg = make_config()

@@ -15,7 +15,7 @@ from m2m_bids.training.api import train_group
 
 
 def test_planted_signal_is_learned_and_outputs_are_complete(cache, make_config, tmp_path):
-    entries, phenotype = build_dataset(cache, n_per_class=16, effect=3.0, seed=0)
+    entries, phenotype = build_dataset(cache, n_per_class=16, effect=4.0, seed=0)
     phenotype.loc["05", "diagnosis"] = np.nan  # unusable label: reported, left out, still predictable
     cfg = make_config()
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
