@@ -78,8 +78,8 @@ def bias_correct(img: nib.Nifti1Image, resolution_mm: float) -> nib.Nifti1Image:
     if min(image.shape) >= 8:
         head = ants.get_mask(image, low_thresh=float(np.percentile(image.numpy(), 60)) * 0.3, cleanup=0)
         try:
-            image = ants.n4_bias_field_correction(image, mask=head, shrink_factor=2,
-                                                  convergence={"iters": [25, 25, 25], "tol": 1e-6})
+            image = ants.n4_bias_field_correction(image, mask=head, shrink_factor=4,
+                                                  convergence={"iters": [20, 20, 10], "tol": 1e-5})
         except (RuntimeError, ValueError) as err:  # tiny/odd images: keep going without N4
             log.warning("N4 bias-field correction skipped: %s", err)
     arr = image.numpy()

@@ -88,7 +88,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    from conftest import make_bids_dataset
+    from m2m_bids.testing import make_bids_dataset
 
     return make_bids_dataset(tmp_path_factory.mktemp("pristine") / "bids", {"01": None, "02": None})
 

@@ -15,7 +15,7 @@ REAL = Path("/work/shared/data/bids-real")
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory) -> Path:
     """sub-01 valid; sub-02 with an empty BOLD file and a stray file."""
-    from conftest import make_bids_dataset
+    from m2m_bids.testing import make_bids_dataset
 
     root = make_bids_dataset(tmp_path_factory.mktemp("val") / "bids", {"01": None, "02": None})
     (root / "sub-02" / "func" / "sub-02_task-rest_bold.nii.gz").write_bytes(b"")

@@ -14,7 +14,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import rigid_matrix, tiny_config, write_description, write_participant  # noqa: E402
 
-from m2m_bids.bids.inputs import BoldRun, SessionInputs  # noqa: E402
 from m2m_bids.exitcodes import ExitCode  # noqa: E402
 from m2m_bids.preproc.api import preprocess_participants  # noqa: E402
 from m2m_bids.preproc.grid import template_image  # noqa: E402
@@ -116,20 +115,3 @@ def test_fmriprep_derivatives_are_resampled_and_smoothed(tmp_path: Path) -> None
     assert abs(entry.meta["motion"]["max_translation_mm"] - 0.9) < 1e-6
     assert entry.load("fmri").shape == (16, 16, 16, 10)
     assert not (tmp_path / "out" / "work" / "nipype" / "m2m_preproc_wf" / "sub_01_wf" / "anat_nosession_wf").exists()
-
-
-def test_participants_run_in_parallel_with_multiproc(tmp_path: Path) -> None:
-    """Two participants through MultiProc (forkserver workers), each with two sessions' worth of runs."""
-    bids = tmp_path / "bids"
-    write_description(bids)
-    people = [write_participant(bids, label, t1_pull=np.eye(4), n_volumes=10, slice_timing=False)
-              for label in ("01", "02")]
-    cfg = tiny_config(bids, tmp_path / "out", execution={"nprocs": 2})
-    results = preprocess_participants(people, cfg)
-    assert all(r.error is None and len(r.entries) == 1 for r in results), [r.error for r in results]
-    record = results[0].entries[0].meta["slice_timing"]
-    assert record["SliceTimingCorrected"] is False and "no SliceTiming" in record["warning"]
-
-
-def _unused(run: BoldRun, session: SessionInputs) -> None:  # keep imports used for type clarity
-    return None

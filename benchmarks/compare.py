@@ -1,0 +1,163 @@
+"""Compare ``--arch`` choices on one synthetic dataset: same preprocessing, same folds, same metrics.
+
+Generates a synthetic BIDS dataset with planted AD effects (``m2m_bids.synth``), preprocesses it
+once through the real participant level (the tensor cache is shared), then runs the real group level
+(``m2m BIDS OUT group --arch X``) once per arch with the same seed, so every arch is tested on exactly
+the same participants per fold. Writes ``compare.tsv``, ``compare.md`` (a markdown table for the
+docs) and ``compare.svg`` (ROC-AUC per fold and mean ± sd per arch).
+
+    python benchmarks/compare.py /tmp/compare --n-participants 16 --folds 4 --epochs 10 \\
+        --archs m2m swift cnn-lstm cnn-gru cnn3d lstm3d gru3d connectome-logreg
+
+Training time is the wall time of the group level (cache verification, CV folds, final model,
+figures), on whatever device ``--device`` names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ARCHS = ("m2m", "swift", "cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d", "connectome-logreg")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--archs", nargs="+", default=list(DEFAULT_ARCHS))
+    p.add_argument("--n-participants", type=int, default=16)
+    p.add_argument("--synth-preset", default="tiny", help="SynthSpec preset: tiny, small, realistic")
+    p.add_argument("--app-preset", default="tiny", help="m2m --preset (grid, model size, epochs)")
+    p.add_argument("--effect-size", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    return p.parse_args(argv)
+
+
+def run_m2m(argv: list[str]) -> None:
+    """The real command line in-process; a non-zero exit stops the comparison."""
+    from m2m_bids.cli.app import main as m2m_main
+
+    try:
+        m2m_main(argv)
+    except SystemExit as done:
+        if done.code:
+            raise SystemExit(f"m2m {' '.join(argv)} exited with {done.code}") from None
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, list[str]]:
+    """Synthetic dataset + one participant-level run; returns the BIDS dir and the shared CLI options."""
+    from m2m_bids.synth import SynthSpec, generate_dataset
+
+    bids = args.out_dir / "bids"
+    if not (bids / "dataset_description.json").is_file():
+        spec = SynthSpec.preset(args.synth_preset, n_participants=args.n_participants, classes=("CN", "AD"),
+                                seed=args.seed, effect_size=args.effect_size)
+        generate_dataset(bids, spec)
+    common = ["--preset", args.app_preset, "--random-seed", str(args.seed), "--classes", "CN,AD",
+              "--cache-dir", str(args.out_dir / "cache"), "--work-dir", str(args.out_dir / "work"),
+              "--device", args.device]
+    run_m2m([str(bids), str(args.out_dir / "preprocessed"), "participant", *common])
+    return bids, common
+
+
+def params_of(out: Path, arch: str) -> int | None:
+    """Trainable parameters of the final model (coefficients + intercepts for the classical one)."""
+    bundle = out / "models" / f"model-{arch}"
+    if (bundle / "model-card.json").is_file():
+        return int(json.loads((bundle / "model-card.json").read_text())["model"]["params"])
+    if (bundle / "classical-model.json").is_file():
+        model = json.loads((bundle / "classical-model.json").read_text())
+        return sum(len(row) for row in model["coef"]) + len(model["intercept"])
+    return None
+
+
+def train_one(args: argparse.Namespace, bids: Path, common: list[str], arch: str) -> dict[str, Any]:
+    """One group-level run of ``arch``; returns its row of the comparison table."""
+    out = args.out_dir / "runs" / arch
+    started = time.perf_counter()
+    run_m2m([str(bids), str(out), "group", *common, "--arch", arch, "--folds", str(args.folds),
+             "--epochs", str(args.epochs)])
+    seconds = time.perf_counter() - started
+    metrics = json.loads((out / "group" / "metrics.json").read_text())
+    row: dict[str, Any] = {"arch": arch, "params": params_of(out, arch), "train_seconds": round(seconds, 1)}
+    for name in ("roc_auc", "pr_auc", "accuracy"):
+        row[f"{name}_mean"] = metrics["summary"][name]["mean"]
+        row[f"{name}_sd"] = metrics["summary"][name]["sd"]
+    row["roc_auc_folds"] = [metrics["per_fold"][k]["roc_auc"] for k in sorted(metrics["per_fold"])]
+    return row
+
+
+def _pm(mean: float | None, sd: float | None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.3f} ± {sd:.3f}" if sd is not None and not math.isnan(sd) else f"{mean:.3f}"
+
+
+def write_table(rows: list[dict[str, Any]], out_dir: Path, header: str) -> Path:
+    """``compare.tsv`` (numbers) and ``compare.md`` (the docs table)."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    table.drop(columns=["roc_auc_folds"]).to_csv(out_dir / "compare.tsv", sep="\t", index=False,
+                                                  float_format="%.4f", na_rep="n/a")
+    lines = [header, "", "| arch | ROC-AUC | PR-AUC | accuracy | params | training time (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        params = f"{r['params']:,}" if r["params"] is not None else "n/a"
+        lines.append(f"| `{r['arch']}` | {_pm(r['roc_auc_mean'], r['roc_auc_sd'])} | "
+                     f"{_pm(r['pr_auc_mean'], r['pr_auc_sd'])} | {_pm(r['accuracy_mean'], r['accuracy_sd'])} | "
+                     f"{params} | {r['train_seconds']:.0f} |")
+    path = out_dir / "compare.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_figure(rows: list[dict[str, Any]], out_dir: Path) -> Path:
+    """ROC-AUC per arch: mean ± sd bar, one dot per fold, the chance line."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1.0 + 0.9 * len(rows), 4))
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    means = [r["roc_auc_mean"] for r in rows]
+    sds = [0.0 if r["roc_auc_sd"] is None or math.isnan(r["roc_auc_sd"]) else r["roc_auc_sd"] for r in rows]
+    ax.bar(x, means, yerr=sds, color="#9ecae1", edgecolor="#3182bd", capsize=3)
+    for i, r in enumerate(rows):
+        folds = [v for v in r["roc_auc_folds"] if v is not None]
+        ax.scatter(np.full(len(folds), i) + np.linspace(-0.15, 0.15, len(folds)), folds, s=10, color="#08519c")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [r["arch"] for r in rows], rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("ROC-AUC (test folds)")
+    fig.tight_layout()
+    path = out_dir / "compare.svg"
+    fig.savefig(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    bids, common = prepare(args)
+    rows = [train_one(args, bids, common, arch) for arch in args.archs]
+    header = (f"{args.n_participants} synthetic participants (CN/AD, `{args.synth_preset}` data, effect size "
+              f"{args.effect_size}), `--preset {args.app_preset}`, {args.folds} folds, {args.epochs} epochs, seed "
+              f"{args.seed}, device {args.device} ({platform.processor() or platform.machine()}); "
+              f"{time.strftime('%Y-%m-%d', time.gmtime())}")
+    md = write_table(rows, args.out_dir, header)
+    svg = write_figure(rows, args.out_dir)
+    sys.stdout.write(md.read_text(encoding="utf-8") + f"\nfigure: {svg}\n")
+
+
+if __name__ == "__main__":
+    main()

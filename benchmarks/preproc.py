@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Benchmark the preprocessing of one raw participant of realistic size, stage by stage.
+
+T1w 176x256x256 at 1 mm and BOLD 64x64x36 at 3.5 mm with 200 volumes (synthetic, made from the
+MNI template with a known head pose and motion). Reports wall time and the process's peak RSS
+after each stage (stages run in this process, in the order the workflow runs them), then the
+whole participant through ``preprocess_participants`` (nipype MultiProc). Targets: < 90 s and
+< 4 GB peak RSS on 2 cores.
+
+    python benchmarks/preproc.py --threads 2 [--volumes 200] [--out /tmp/m2m-bench-preproc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def make_inputs(root: Path, n_volumes: int) -> tuple[Path, Path, dict]:
+    """A realistic-size T1w + BOLD pair (template moved by a rigid head pose, BOLD with motion)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "preproc"))
+    from helpers import head_image, rigid_matrix, subject_affine
+
+    from m2m_bids.preproc.grid import OutputGrid
+    from m2m_bids.preproc.motion import params_to_matrices
+    from m2m_bids.preproc.resample import resample_series
+
+    pose = rigid_matrix((5, -3, 4), (4, -6, 3))
+    t1_shape = (176, 256, 256)
+    t1_aff = subject_affine(t1_shape, 1.0, flip_x=True)
+    t1 = head_image(1.0, pose, t1_shape, t1_aff)
+    t1_path = root / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(t1.astype(np.int16), t1_aff), str(t1_path))
+    shape = (64, 64, 36)
+    aff = subject_affine(shape, 3.5)
+    base = head_image(2.0, pose, shape, aff)
+    rng = np.random.default_rng(0)
+    motion = np.cumsum(rng.normal(0, [0.05, 0.05, 0.05, 0.001, 0.001, 0.001], (n_volumes, 6)), axis=0)
+    center = aff[:3, :3] @ ((np.asarray(shape) - 1) / 2) + aff[:3, 3]
+    series = resample_series(np.repeat(base[..., None], n_volumes, -1), aff, OutputGrid(shape, aff, 3.5),
+                             np.linalg.inv(params_to_matrices(motion, center)))
+    series += rng.normal(0, 10, series.shape)
+    bold_path = root / "sub-01_task-rest_bold.nii.gz"
+    img = nib.Nifti1Image(series.astype(np.int16), aff)
+    img.header.set_zooms((3.5, 3.5, 3.5, 2.0))
+    nib.save(img, str(bold_path))
+    n_slices = shape[2]
+    times = np.zeros(n_slices)
+    times[list(range(0, n_slices, 2)) + list(range(1, n_slices, 2))] = np.arange(n_slices) * 2.0 / n_slices
+    meta = {"RepetitionTime": 2.0, "SliceTiming": times.round(4).tolist(), "SliceEncodingDirection": "k"}
+    return t1_path, bold_path, meta
+
+
+def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: int) -> list[tuple[str, float, float]]:
+    from m2m_bids.preproc import sink, steps
+
+    res, shape = 3.0, [64, 64, 64]
+    rows = []
+
+    def stage(name, func, *args):
+        folder = work / name
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        out = func(*args, out_dir=str(folder)) if name != "store_cache" else func(*args)
+        rows.append((name, time.perf_counter() - start, peak_rss_gb()))
+        return out
+
+    t1p = stage("prepare_t1w", steps.t1w_prepare, str(t1_path), res)
+    tx = stage("register_t1w", steps.t1w_register, t1p, "affine", res, shape, threads, 0)
+    t1g, maskg = stage("resample_t1w", steps.t1w_to_grid, t1p, tx, res, shape)
+    boldp = stage("prepare_bold", steps.bold_prepare, str(bold_path), 0, 20)
+    stc, record = stage("slice_timing", steps.bold_slice_timing, boldp, str(bold_path), json.dumps(meta), 0.5, True)
+    motion, boldref = stage("estimate_motion", steps.bold_motion, boldp, True)
+    coreg = stage("coregister_bold", steps.bold_coregister, boldref, t1p, threads, 0)
+    grid = stage("resample_bold", steps.bold_to_grid, stc, motion, coreg, tx, res, shape)
+    smoothed = stage("smooth_bold", steps.smooth_grid, grid, 6.0, res)
+    stage("store_cache", sink.store_run, "ab" * 32, str(work / "cache"), json.dumps({"participant": "01"}), t1g,
+          maskg, smoothed, motion, record, True)
+    return rows
+
+
+def run_workflow(t1_path: Path, bold_path: Path, meta: dict, out: Path, threads: int) -> float:
+    from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, SessionInputs
+    from m2m_bids.config import RunConfig
+    from m2m_bids.preproc.api import preprocess_participants
+
+    run = BoldRun(path=bold_path, entities={"subject": "01", "task": "rest"}, metadata=meta,
+                  n_volumes=nib.load(str(bold_path)).shape[3], repetition_time=2.0)
+    person = ParticipantInputs("01", (SessionInputs(None, t1_path, (run,), {"subject": "01"}),))
+    cfg = RunConfig.model_validate({"execution": {"bids_dir": t1_path.parent, "output_dir": out.parent / f"{out.name}-out",
+                                                  "analysis_level": "participant", "nprocs": threads,
+                                                  "omp_nthreads": threads}})
+    start = time.perf_counter()
+    result = preprocess_participants([person], cfg)[0]
+    if result.error is not None:
+        raise SystemExit(result.error.render())
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--volumes", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--skip-workflow", action="store_true")
+    args = parser.parse_args(argv)
+    import os
+
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    root = args.out or Path(tempfile.mkdtemp(prefix="m2m-bench-preproc-"))
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(root.parent / f"{root.name}-out", ignore_errors=True)
+    root.mkdir(parents=True)
+    t1_path, bold_path, meta = make_inputs(root, args.volumes)
+    print(f"inputs: T1w {nib.load(str(t1_path)).shape}, BOLD {nib.load(str(bold_path)).shape}")
+    rows = run_stages(t1_path, bold_path, meta, root / "stages", args.threads)
+    print("| stage | wall (s) | peak RSS so far (GB) |\n|---|---|---|")
+    for name, wall, rss in rows:
+        print(f"| {name} | {wall:.2f} | {rss:.2f} |")
+    print(f"| **all stages** | **{sum(r[1] for r in rows):.1f}** | **{max(r[2] for r in rows):.2f}** |")
+    if not args.skip_workflow:
+        wall = run_workflow(t1_path, bold_path, meta, root, args.threads)
+        print(f"\nwhole participant through preprocess_participants (MultiProc, nprocs={args.threads}): {wall:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
