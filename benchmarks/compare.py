@@ -10,7 +10,7 @@ docs) and ``compare.svg`` (ROC-AUC per fold and mean ± sd per arch).
         --archs m2m swift cnn-lstm cnn-gru cnn3d lstm3d gru3d connectome-logreg
 
 Training time is the wall time of the group level (cache verification, CV folds, final model,
-figures), on whatever device ``--device`` names.
+metrics figures; group explanations and report are switched off), on the ``--device`` given.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[str]]:
         spec = SynthSpec.preset(args.synth_preset, n_participants=args.n_participants, classes=("CN", "AD"),
                                 seed=args.seed, effect_size=args.effect_size)
         generate_dataset(bids, spec)
-    common = ["--preset", args.app_preset, "--random-seed", str(args.seed), "--classes", "CN,AD",
+    config = args.out_dir / "compare-config.toml"  # time training, not the group explanations/report
+    config.write_text("[interpret]\nreports = false\n", encoding="utf-8")
+    common = ["--config-file", str(config), "--preset", args.app_preset, "--random-seed", str(args.seed), "--classes", "CN,AD",
               "--cache-dir", str(args.out_dir / "cache"), "--work-dir", str(args.out_dir / "work"),
               "--device", args.device]
     run_m2m([str(bids), str(args.out_dir / "preprocessed"), "participant", *common])

@@ -204,7 +204,9 @@ def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome:
     phenotype = read_participants(cfg.execution.bids_dir)
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
     log.info("group model written to %s", result.bundle_dir)
-    if is_main_process() and cfg.interpret.reports:
+    from m2m_bids.classical import is_classical
+
+    if is_main_process() and cfg.interpret.reports and not is_classical(cfg.model.arch):  # no torch bundle
         from m2m_bids.interpret.group import write_group_interpretation
 
         report = write_group_interpretation(result.bundle_dir, entries, cfg)

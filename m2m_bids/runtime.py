@@ -15,20 +15,36 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 #: Variables pointing third-party caches somewhere writable: containers run with a read-only root
 #: (``docker run --read-only``, Apptainer SIF images) and HOME may be unwritable on clusters.
-CACHE_VARIABLES = ("MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "NUMBA_CACHE_DIR")
+CACHE_VARIABLES = ("TMPDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "NUMBA_CACHE_DIR",
+                   "TRITON_CACHE_DIR", "CUDA_CACHE_PATH", "DENO_DIR")
+
+#: multiprocessing puts its sockets in the temporary directory; AF_UNIX paths must stay short.
+MAX_TMPDIR_LENGTH = 80
 
 
 def configure_caches(work_dir: Path) -> dict[str, str]:
-    """Point unset or unwritable cache variables at ``<work_dir>/.cache``; return what was set."""
+    """Point unset or unwritable cache variables at ``<work_dir>/.cache``; return what was set.
+
+    TMPDIR counts too: ``docker run --read-only`` without ``--tmpfs /tmp`` leaves no writable
+    temporary directory, and tempfile (hence ANTs, nipype, multiprocessing) would fail.
+    """
+    import tempfile
+
     changed: dict[str, str] = {}
     for name in CACHE_VARIABLES:
-        current = os.environ.get(name)
+        current = os.environ.get(name) or (tempfile.gettempdir() if name == "TMPDIR" else None)
         if current and _writable(Path(current)):
+            os.environ[name] = current
             continue
         target = work_dir / ".cache" / name.lower()
         target.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(target)
         changed[name] = str(target)
+    tempfile.tempdir = None  # re-read TMPDIR
+    if len(tempfile.gettempdir()) > MAX_TMPDIR_LENGTH:
+        logging.getLogger(__name__).warning(
+            "the temporary directory path is long (%s); parallel workers may fail with 'AF_UNIX path "
+            "too long': set TMPDIR to a short path such as /tmp", tempfile.gettempdir())
     os.environ.setdefault("NIPYPE_NO_ET", "1")  # nipype's version check phones home otherwise
     return changed
 

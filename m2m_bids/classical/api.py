@@ -34,10 +34,10 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from m2m_bids.classical.features import Parcellation, describe, make_parcellation, participant_features
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import write_json_atomic, write_text_atomic
-from m2m_bids.classical.features import describe, make_parcellation, participant_features
 from m2m_bids.training.api import GroupResult, _normalise_index
 from m2m_bids.training.data import EntryLike, participant_of
 from m2m_bids.training.labels import Labels, derive_labels
@@ -46,7 +46,7 @@ from m2m_bids.training.splits import Split, make_splits
 
 log = logging.getLogger(__name__)
 
-#: Inner cross-validation folds that choose ``C`` (fewer when a class has fewer participants).
+#: Inner cross-validation folds that choose ``k`` and ``C`` (fewer when a class has fewer participants).
 INNER_FOLDS = 3
 DEFAULTS: dict[str, Any] = {"atlas": "aal", "c_grid": [0.1, 1.0, 10.0], "k_grid": [10, 100], "max_iter": 2000}
 
@@ -183,7 +183,7 @@ def _write_outputs(output_dir: Path, result: GroupResult, labels: Labels, chosen
     roc_pr_figures(result.oof, result.classes, group / "figures")
 
 
-def _write_model(bundle: Path, model: Pipeline, parc: Any, labels: Labels, cfg: RunConfig,
+def _write_model(bundle: Path, model: Pipeline, parc: Parcellation, labels: Labels, cfg: RunConfig,
                  chosen: dict[str, dict[str, Any]]) -> Path:
     """The final model as plain JSON (no pickle): scaler mean/scale (all features), the indices kept
     by the selection, coefficients over those, intercepts, and the feature description."""

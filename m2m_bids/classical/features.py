@@ -42,6 +42,7 @@ class Parcellation:
 
     atlas: str
     labels: np.ndarray  # (X, Y, Z) int32, 0 = background
+    affine: np.ndarray  # (4, 4) voxel -> MNI mm of the grid
     indices: tuple[int, ...]
     names: tuple[str, ...]
 
@@ -83,7 +84,7 @@ def make_parcellation(entry: EntryLike, atlas: str = "aal", min_voxels: int = MI
         raise AppError(f"only {len(keep)} region(s) of atlas {atlas!r} fall inside the brain mask of the grid",
                        ExitCode.DATA_ERROR, hint="use a larger grid (preproc grid_shape/resolution_mm)")
     log.info("atlas %s: %d of %d regions on the %s grid", atlas, len(keep), len(table), shape)
-    return Parcellation(atlas=loaded.name, labels=labels, indices=tuple(keep),
+    return Parcellation(atlas=loaded.name, labels=labels, affine=grid_affine(entry), indices=tuple(keep),
                         names=tuple(str(table[i]) for i in keep))
 
 
@@ -127,9 +128,9 @@ def fisher_z_connectome(ts: np.ndarray) -> np.ndarray:
 def run_features(entry: EntryLike, parc: Parcellation) -> np.ndarray:
     """Connectome edges (Fisher z) followed by regional mean T1w of one cached run."""
     smri = np.asarray(entry.load("smri"), dtype=np.float32)
-    if smri.shape != parc.labels.shape:
+    if smri.shape != parc.labels.shape or not np.allclose(grid_affine(entry), parc.affine, atol=1e-3):
         raise AppError(f"cache entry {entry.key} has grid {smri.shape}, the atlas was placed on "
-                       f"{parc.labels.shape}", ExitCode.DATA_ERROR,
+                       f"{parc.labels.shape} (or the grids' affines differ)", ExitCode.DATA_ERROR,
                        hint="all training samples must be preprocessed on the same grid")
     mask = np.asarray(entry.load("mask")) > 0
     operator = _region_operator(parc, mask)

@@ -82,10 +82,10 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         "--exclude-participant-label", "--exclude_participant_label", rich_help_panel=P_BIDS,
         help="Labels to leave out (same forms).")] = None,
     session_label: Annotated[Optional[list[str]], typer.Option(
-        "--session-label", "--session_label", "--session-id", rich_help_panel=P_BIDS,
+        "--session-label", "--session_label", "--session-id", "--session_id", rich_help_panel=P_BIDS,
         help="Sessions to use, with or without 'ses-'.")] = None,
     task: Annotated[Optional[list[str]], typer.Option(
-        "-t", "--task", "--task-id", rich_help_panel=P_BIDS, help="BOLD task(s) to use (default: all).")] = None,
+        "-t", "--task", "--task-id", "--task_id", rich_help_panel=P_BIDS, help="BOLD task(s) to use (default: all).")] = None,
     bids_filter_file: Annotated[Optional[Path], typer.Option(
         "--bids-filter-file", "--bids_filter_file", rich_help_panel=P_BIDS, exists=True, dir_okay=False,
         help='JSON of PyBIDS filters per query, e.g. {"bold": {"task": "rest"}, "t1w": {"acquisition": null}}.')] = None,

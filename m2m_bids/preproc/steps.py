@@ -37,7 +37,7 @@ def t1w_prepare(t1w: str, resolution_mm: float, out_dir: str) -> str:
         raise AppError(f"the T1w is too small to register ({img.shape})", ExitCode.DATA_ERROR, path=t1w,
                        hint="provide a whole-brain T1w image")
     prepared = bias_correct(img, registration_resolution(resolution_mm))
-    out = Path(out_dir) / "t1w_prepared.nii.gz"
+    out = Path(out_dir) / "t1w_prepared.nii"
     nib.save(prepared, str(out))
     return str(out)
 
@@ -94,7 +94,7 @@ def bold_prepare(bold: str, dummy_scans: int, min_volumes: int, out_dir: str) ->
                        f"{dummy_scans} dummy scans); at least {min_volumes} are needed", ExitCode.DATA_ERROR,
                        path=bold, hint="exclude this run (--bids-filter-file) or lower preproc.min_volumes")
     data = np.asarray(img.dataobj)[..., dummy_scans:]
-    out = Path(out_dir) / "bold_prepared.nii.gz"
+    out = Path(out_dir) / "bold_prepared.nii"
     nib.save(nib.Nifti1Image(data.astype(np.float32), img.affine), str(out))
     return str(out)
 
@@ -127,7 +127,7 @@ def bold_slice_timing(bold_prepared: str, bold_source: str, metadata_json: str, 
             raise AppError(f"slice-timing correction failed: {err}", ExitCode.DATA_ERROR, path=bold_source,
                            hint="fix SliceTiming/SliceEncodingDirection in the sidecar, or pass --no-slice-timing"
                            ) from err
-        out_file = str(Path(out_dir) / "bold_stc.nii.gz")
+        out_file = str(Path(out_dir) / "bold_stc.nii")
         nib.save(nib.Nifti1Image(data, img.affine), out_file)
         record = {"SliceTimingCorrected": True, "StartTime": t_ref, "ReferenceTime": t_ref}
     if "warning" in record:

@@ -38,8 +38,8 @@ README_TORCH = re.search(r"pip install torch==([\w.+]+)", (REPO / "README.md").r
 INSTRUCTIONS = dockerfile_instructions()
 SECTIONS = apptainer_sections()
 #: Variables the image must point somewhere writable (runtime.py's list plus the other tools we run).
-IMAGE_CACHES = (*CACHE_VARIABLES, "DENO_DIR", "NIPYPE_CONFIG_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH",
-                "XDG_CONFIG_HOME")
+IMAGE_CACHES = tuple(name for name in dict.fromkeys((*CACHE_VARIABLES, "NIPYPE_CONFIG_DIR", "XDG_CONFIG_HOME"))
+                     if name != "TMPDIR")  # TMPDIR is the tmpfs itself
 
 
 def _torch_spec() -> SpecifierSet:
