@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> None:
         generate_dataset(bids, spec)
     labels = sorted(p.name.removeprefix("sub-") for p in bids.glob("sub-*"))
     train, held_out = labels[:-args.held_out], labels[-args.held_out:]
-    common = ["--preset", "tiny", "--random-seed", str(args.seed), "--classes", "CN,AD"]
+    # the tiny preset's 16^3 grid at 6 mm covers only the middle of the brain: the demo uses 32^3
+    config = args.out_dir / "demo-config.toml"
+    config.write_text("[preproc]\ngrid_shape = [32, 32, 32]\n", encoding="utf-8")
+    common = ["--preset", "tiny", "--config-file", str(config), "--random-seed", str(args.seed),
+              "--classes", "CN,AD"]
     runs = [("group", [*common, "--epochs", str(args.epochs), "--participant-label", *train]),
             ("participant", [*common, "--participant-label", *held_out])]
     for level, options in runs:

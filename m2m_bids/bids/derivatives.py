@@ -53,7 +53,8 @@ NOT_NAME = frozenset({"suffix", "extension", "datatype", "fmap", "scans"})
 #: ("figures/" does not match), hence bare folder names and ``**/`` forms.
 DEFAULT_BIDSIGNORE = ("*_statmap.nii.gz", "*_statmap.json", "*_predictions.tsv", "*_predictions.json",
                       "*_table.tsv", "*_table.json", "*.html", "models", "group", "work", "figures",
-                      "**/figures", "sub-*/log", "**/log", "predictions.tsv", "predictions.json")
+                      "**/figures", "sub-*/log", "**/log", "predictions.tsv", "predictions.json",
+                      "*_timeseries.tsv", "*_timeseries.json")
 
 
 def normalise_entities(entities: Mapping[str, Any]) -> dict[str, str]:

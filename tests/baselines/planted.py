@@ -1,4 +1,5 @@
-"""Synthetic cache entries on a real MNI grid (16^3 at 6 mm) with signals planted in AAL2 regions.
+"""Synthetic cache entries on a real MNI grid (16^3 at 6 mm) with signals planted in AAL2 regions,
+and :func:`arch_config`, a tiny CPU group-run configuration for any ``--arch``.
 
 Unlike ``tests/training/synth_cache.py`` (cubes on a grid without an affine), these entries record
 ``meta["affine"]`` like real preprocessing does, so the atlas-based classical baseline can place
@@ -15,6 +16,7 @@ Everything else is i.i.d. noise. Participants 3, 6, 9, ... have two sessions.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from m2m_bids.atlases import load_atlas
+from m2m_bids.config import Execution, ModelCfg, Preproc, RunConfig, Train
 from m2m_bids.preproc.grid import make_grid
 
 SHAPE = (16, 16, 16)
@@ -78,3 +81,17 @@ def build_planted(cache: Any, n_per_class: int = 10, *, frames: int = 8, atrophy
         rows[participant] = {"diagnosis": ["CN", "AD"][label], "age": float(rng.normal(70, 5)),
                              "sex": ["F", "M"][int(rng.integers(2))]}
     return entries, pd.DataFrame.from_dict(rows, orient="index")
+
+
+def arch_config(tmp_path: Path, arch: str, *, window_frames: int = 4, overrides: dict[str, Any] | None = None,
+                **train: Any) -> RunConfig:
+    """A CPU group run of ``arch`` (tiny model preset); ``train`` overrides Train fields."""
+    values: dict[str, Any] = {"epochs": 8, "warmup_epochs": 1, "lr": 3e-3, "batch_size": 8, "num_workers": 0,
+                              "folds": 3, "samples_per_run": 2, "tabular_columns": [], "checkpoint_every": 100}
+    values.update(train)
+    return RunConfig(execution=Execution(bids_dir=tmp_path / "bids", output_dir=tmp_path / "out",
+                                         analysis_level="group", device="cpu"),
+                     preproc=Preproc(resolution_mm=6.0, grid_shape=[16, 16, 16]),  # the planted grid
+                     model=ModelCfg(arch=arch, window_frames=window_frames,
+                                    overrides={"preset": "tiny", **(overrides or {})}),
+                     train=Train(**values))

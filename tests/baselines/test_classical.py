@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import arch_config
-from planted import build_planted
+from planted import arch_config, build_planted
 
 from m2m_bids.classical.features import _region_operator, fisher_z_connectome, make_parcellation, roi_timeseries
 from m2m_bids.exitcodes import AppError, ExitCode

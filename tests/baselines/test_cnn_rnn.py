@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import arch_config
-from planted import build_planted
+from planted import arch_config, build_planted
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
