@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     derivatives = args.out_dir / "derivatives"
     if not (bids / "dataset_description.json").is_file():
         spec = SynthSpec.preset("tiny", n_participants=args.n_participants, classes=("CN", "AD"),
-                                effect_size=2.0, seed=args.seed)
+                                effect_size=3.0, seed=args.seed)
         generate_dataset(bids, spec)
     labels = sorted(p.name.removeprefix("sub-") for p in bids.glob("sub-*"))
     train, held_out = labels[:-args.held_out], labels[-args.held_out:]

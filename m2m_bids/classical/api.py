@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,9 @@ def fit_split(features: dict[str, np.ndarray], labels: Labels, split: Split, opt
                               {"selectkbest__k": ks, "logisticregression__C": cs},
                               scoring="roc_auc" if binary else "roc_auc_ovr",
                               cv=StratifiedKFold(inner, shuffle=True, random_state=seed), error_score=np.nan)
-        search.fit(x, y)
+        with warnings.catch_warnings():  # a feature constant in an inner fold has F = 0/0: SelectKBest ranks it last
+            warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+            search.fit(x, y)
         for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
             table.append({"k": params["selectkbest__k"], "C": params["logisticregression__C"], "auc": float(score)})
         finite = [row for row in table if not math.isnan(row["auc"])]
@@ -110,7 +113,9 @@ def fit_split(features: dict[str, np.ndarray], labels: Labels, split: Split, opt
             n_features = x.shape[1]
             top = max(finite, key=lambda r: (r["auc"], -(n_features if r["k"] == "all" else r["k"]), r["C"]))
             best = {"k": top["k"], "C": top["C"]}
-    model = make_classifier(best["C"], int(opts["max_iter"]), seed, best["k"], binary).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+        model = make_classifier(best["C"], int(opts["max_iter"]), seed, best["k"], binary).fit(x, y)
     return model, best, table
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from m2m_bids.bids.inputs import ParticipantInputs
 from m2m_bids.config import RunConfig
+from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
 from m2m_bids.preproc.grid import TEMPLATE_NAME
@@ -33,7 +34,7 @@ from m2m_bids.preproc.plan import RunPlan, plan_participant
 log = logging.getLogger(__name__)
 
 #: Modules the MultiProc worker server imports once, so each worker starts in milliseconds.
-FORKSERVER_PRELOAD = ("nipype.pipeline.engine", "m2m_bids.preproc.interfaces", "m2m_bids.preproc.steps",
+FORKSERVER_PRELOAD = ("m2m_bids.preproc.worker_logging", "nipype.pipeline.engine", "m2m_bids.preproc.interfaces", "m2m_bids.preproc.steps",
                       "m2m_bids.preproc.sink", "m2m_bids.preproc.resample", "ants", "matplotlib.pyplot")
 
 
@@ -144,6 +145,9 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
         if ex.mem_gb:
             plugin_args["memory_gb"] = ex.mem_gb
     plugin_args.update(ex.nipype_plugin_args)
+    progress = NodeProgress(sum(1 for _ in wf._get_all_nodes()))
+    if ex.nipype_plugin in {"MultiProc", "Linear", "LegacyMultiProc"}:
+        plugin_args.setdefault("status_callback", progress)
     if plugin_args.get("mp_context") == "forkserver":
         # workers fork from a server that has imported these once (not yet run: no OpenMP pools)
         multiprocessing.set_forkserver_preload(list(FORKSERVER_PRELOAD))
@@ -154,6 +158,8 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
         wf.run(plugin=ex.nipype_plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # some node failed; MultiProc finished the others first
         log.debug("nipype reported failures: %s", err)
+    finally:
+        progress.close()
     log.info("preprocessing finished in %.1f s", time.monotonic() - start)
 
 

@@ -88,3 +88,16 @@ def test_options_and_a_grid_without_affine_are_clear_errors(cache, tmp_path):
     with pytest.raises(AppError) as err:
         train_group(bare, phenotype, arch_config(tmp_path, "connectome-logreg", folds=2), tmp_path / "o2")
     assert err.value.code is ExitCode.DATA_ERROR and "affine" in err.value.render()
+
+
+def test_three_classes_one_vs_rest(cache, tmp_path):
+    entries, phenotype = build_planted(cache, n_per_class=6, frames=12, atrophy=0.8, seed=6)
+    phenotype["diagnosis"] = [["CN", "MCI", "AD"][i % 3] for i in range(len(phenotype))]
+    cfg = arch_config(tmp_path, "connectome-logreg", folds=2, classes=["CN", "MCI", "AD"])
+    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+    assert set(result.oof.columns) >= {"prob_CN", "prob_MCI", "prob_AD"}
+    assert np.allclose(result.oof[["prob_CN", "prob_MCI", "prob_AD"]].sum(axis=1), 1.0)
+    assert 0.0 <= result.summary["roc_auc"]["mean"] <= 1.0
+    model = json.loads((cfg.execution.output_dir / "models" / "model-connectome-logreg"
+                        / "classical-model.json").read_text())
+    assert model["classes"] == ["CN", "MCI", "AD"] and len(model["coef"]) == 3
