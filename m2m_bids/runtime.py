@@ -10,6 +10,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -108,17 +112,23 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def resolve_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu`` (logged, so users see the fall-back)."""
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """The torch device for ``--device``, one rule for training, inference and torchrun ranks.
+
+    ``auto`` takes this rank's GPU when one is visible, else the CPU; ``cuda`` means this rank's
+    GPU; ``cuda:N`` is taken as given. A GPU request without a visible GPU falls back to the CPU
+    with a warning that says how to expose one, rather than failing a long job at the last step.
+    """
     import torch
 
     log = logging.getLogger(__name__)
-    if requested == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        log.info("device: %s (auto)", device)
-        return device
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        log.warning("--device %s requested but no CUDA device is visible (with Apptainer pass --nv, "
-                    "with Docker --gpus all); falling back to the CPU", requested)
-        return "cpu"
-    return requested
+    if requested == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if requested != "auto":
+            log.warning("--device %s requested but no CUDA device is visible (with Apptainer pass --nv, "
+                        "with Docker --gpus all); falling back to the CPU", requested)
+        return torch.device("cpu")
+    if requested.startswith("cuda:"):
+        return torch.device(requested)
+    return torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -7,6 +7,7 @@ pipeline are exercised on files that nibabel, pybids and bids-validator-deno all
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,18 @@ def make_bids_dataset(root: Path, subjects: dict[str, Any], *, participants: dic
     if participants_json is not None:
         (root / "participants.json").write_text(json.dumps(participants_json, indent=2), encoding="utf-8")
     return root
+
+
+def shared_data_dir() -> Path:
+    """The project's shared test data (``../shared/data`` beside the checkout), or ``$M2M_SHARED_DATA``.
+
+    Real scans are not shipped with the package; tests that need them skip when this is absent.
+    """
+    env = os.environ.get("M2M_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+#: ``../shared/data/bids-real``: nine real participants with awkward headers (tests skip without it).
+BIDS_REAL = shared_data_dir() / "bids-real"

@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/preproc_bids_real.py [--bids-dir /work/shared/data/bids-real] [--out /tmp/m2m-real]
+    python scripts/preproc_bids_real.py [--bids-dir ../shared/data/bids-real] [--out /tmp/m2m-real]
                                         [--preset default|tiny] [--nprocs 2] [--plugin MultiProc]
 
 Each participant must either end in the tensor cache or fail with a specific message (which file,
@@ -23,11 +23,12 @@ from m2m_bids.bids.layout import collect_participants
 from m2m_bids.config import Preset, build_config
 from m2m_bids.preproc.api import preprocess_participants
 from m2m_bids.runtime import configure_caches
+from m2m_bids.testing import BIDS_REAL
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bids-dir", type=Path, default=Path("/work/shared/data/bids-real"))
+    parser.add_argument("--bids-dir", type=Path, default=BIDS_REAL)
     parser.add_argument("--out", type=Path, default=Path("/tmp/m2m-real"))
     parser.add_argument("--preset", default="default", choices=[p.value for p in Preset])
     parser.add_argument("--nprocs", type=int, default=2)

@@ -26,15 +26,9 @@ from m2m_bids.interpret.naming import BIDSIGNORE, res_label
 from m2m_bids.interpret.participant import AtlasGrid, Context, apply_session
 from m2m_bids.interpret.predictions import update_predictions
 from m2m_bids.reports.participant import render_participant
+from m2m_bids.runtime import resolve_device
 
 log = logging.getLogger(__name__)
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 def participant_of(entry: Any) -> str:
     value = str(meta_value(entry, "participant"))

@@ -79,7 +79,8 @@ def _latent_rows(pid: str, sid: str, label: str, scores: list[RunScores]) -> lis
 
 def write_group_interpretation(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> Path:
     """Write the group explanations under ``OUTPUT_DIR/group/`` and ``OUTPUT_DIR/group.html``."""
-    from m2m_bids.interpret.api import build_context, participant_of, resolve_device, session_of, tabular_features
+    from m2m_bids.interpret.api import build_context, participant_of, session_of, tabular_features
+    from m2m_bids.runtime import resolve_device
 
     device = resolve_device(cfg.execution.device)
     bundle = load_bundle(Path(bundle_dir), device)

@@ -1,6 +1,6 @@
 """Reading raw images robustly: native-endian float32, RAS orientation, clear errors.
 
-Real scanner exports are awkward (see /work/shared/data/bids-real): big-endian or uint8 data,
+Real scanner exports are awkward (see the real test scans in ../shared/data/bids-real): big-endian or uint8 data,
 Philips scaling, sagittal EPI, 3D files where 4D is expected. Everything downstream assumes
 float32, native byte order and a RAS+ voxel axis order, so every image passes through here once.
 """

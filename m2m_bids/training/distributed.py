@@ -16,6 +16,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from m2m_bids.runtime import resolve_device
+
 log = logging.getLogger(__name__)
 
 
@@ -36,20 +38,6 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world > 1
-
-
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local GPU when there is one, else the CPU; ``cuda`` -> ``cuda:<local rank>``."""
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        from m2m_bids.exitcodes import AppError, ExitCode
-
-        raise AppError(f"--device {preference} asks for a GPU but torch sees none", ExitCode.USAGE,
-                       hint="use --device cpu or auto, or run where CUDA is available (apptainer --nv)")
-    if preference.startswith("cuda:"):
-        return torch.device(preference)
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def setup_distributed(device_preference: str = "auto") -> Dist:

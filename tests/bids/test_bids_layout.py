@@ -10,7 +10,7 @@ from m2m_bids.bids.layout import available_labels, build_layout, collect_partici
 from m2m_bids.config import Execution, Preproc
 from m2m_bids.exitcodes import AppError, ExitCode
 
-REAL = Path("/work/shared/data/bids-real")
+from m2m_bids.testing import BIDS_REAL as REAL  # noqa: E402
 
 
 def _execution(bids: Path, tmp_path: Path, **options) -> Execution:

@@ -10,7 +10,7 @@ import pytest
 from m2m_bids.bids.participants import phenotype_row, read_participants
 from m2m_bids.exitcodes import AppError, ExitCode
 
-REAL = Path("/work/shared/data/bids-real")
+from m2m_bids.testing import BIDS_REAL as REAL  # noqa: E402
 
 
 def _write(root: Path, tsv: str, sidecar: str | None = None) -> Path:

@@ -9,7 +9,7 @@ import pytest
 from m2m_bids.bids.validator import validate_bids_dir
 from m2m_bids.exitcodes import AppError, ExitCode
 
-REAL = Path("/work/shared/data/bids-real")
+from m2m_bids.testing import BIDS_REAL as REAL  # noqa: E402
 
 
 @pytest.fixture(scope="module")

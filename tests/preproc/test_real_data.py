@@ -1,6 +1,6 @@
 """The small real participants of bids-real (sub-03, sub-04) through MultiProc on the tiny grid.
 
-Skipped where /work/shared/data/bids-real is absent (it is not shipped with the package).
+Skipped where ../shared/data/bids-real is absent (it is not shipped with the package).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from m2m_bids.bids.layout import collect_participants
 from m2m_bids.config import Preset, build_config
 from m2m_bids.preproc.api import preprocess_participants
 
-BIDS_REAL = Path("/work/shared/data/bids-real")
+from m2m_bids.testing import BIDS_REAL  # noqa: E402
 
 
 @pytest.mark.skipif(not BIDS_REAL.is_dir(), reason="bids-real test data not present")
