@@ -7,8 +7,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from m2m_bids.preproc.cache import TensorCache
 from m2m_bids.testing import make_bids_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """CI runs two test workers on two cores: one torch thread each (two threads per worker under
+    contention made tiny training steps ~10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> TensorCache:
+    """An empty tensor cache in the test's own folder."""
+    return TensorCache(tmp_path / "cache")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures for the training tests: one torch thread, a real tensor cache, a tiny RunConfig."""
+"""Fixtures for the training tests: a tiny RunConfig (one torch thread and the cache come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from m2m_bids.config import Execution, ModelCfg, RunConfig, Train
-from m2m_bids.preproc.cache import TensorCache
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one intra-op thread is ~10x faster than two under contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> TensorCache:
-    return TensorCache(tmp_path / "cache")
 
 
 @pytest.fixture
