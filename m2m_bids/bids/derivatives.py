@@ -54,7 +54,7 @@ NOT_NAME = frozenset({"suffix", "extension", "datatype", "fmap", "scans"})
 DEFAULT_BIDSIGNORE = ("*_statmap.nii.gz", "*_statmap.json", "*_predictions.tsv", "*_predictions.json",
                       "*_table.tsv", "*_table.json", "*.html", "models", "group", "work", "figures",
                       "**/figures", "sub-*/log", "**/log", "predictions.tsv", "predictions.json",
-                      "*_timeseries.tsv", "*_timeseries.json")
+                      "*_timeseries.tsv", "*_timeseries.json", "*_relmat.tsv", "*_relmat.json")
 
 
 def normalise_entities(entities: Mapping[str, Any]) -> dict[str, str]:
@@ -71,6 +71,11 @@ def normalise_entities(entities: Mapping[str, Any]) -> dict[str, str]:
             raise ValueError(f"BIDS labels are alphanumeric; {key}={text!r} is not")
         out[short] = text
     return out
+
+
+def res_label(resolution_mm: float) -> str:
+    """BIDS ``res-`` label of a resolution in mm: ``3.0 -> "3"``, ``2.5 -> "2p5"`` (labels are alphanumeric)."""
+    return f"{float(resolution_mm):g}".replace(".", "p")
 
 
 def bids_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> str:

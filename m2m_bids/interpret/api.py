@@ -22,7 +22,7 @@ from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.interpret.bundle import Bundle, check_entry, load_bundle
 from m2m_bids.interpret.inference import meta_value, score_run
-from m2m_bids.interpret.naming import BIDSIGNORE, res_label
+from m2m_bids.interpret.naming import res_label
 from m2m_bids.interpret.participant import AtlasGrid, Context, apply_session
 from m2m_bids.interpret.predictions import update_predictions
 from m2m_bids.reports.participant import render_participant
@@ -172,4 +172,4 @@ def _bidsignore(cfg: RunConfig) -> None:
     except ImportError:  # pragma: no cover - the writer is part of the package
         return
     writer = DerivativesWriter(cfg.execution.output_dir, bids_dir=cfg.execution.bids_dir, run_id=cfg.run_id)
-    writer.update_bidsignore(BIDSIGNORE)
+    writer.update_bidsignore()

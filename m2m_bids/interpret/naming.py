@@ -1,9 +1,10 @@
-"""File names of the explanation outputs, entities in BIDS order (see docs/outputs.md).
+"""Where the explanation outputs go, per participant (see docs/outputs.md).
 
-BIDS has no ``stat`` entity nor ``statmap``/``table``/``predictions`` suffixes yet (BEP041 and
-XCP-D conventions are followed), so these files are listed in ``.bidsignore``
-(:data:`BIDSIGNORE`; bids-validator-deno matches folder names without a trailing slash). The order ``sub ses task run space atlas res stat desc`` keeps the entities
-BIDS does know in the order the validator checks.
+Names come from :func:`m2m_bids.bids.derivatives.bids_filename` (the one entity grammar of the
+package). BIDS has no ``stat`` entity nor ``statmap``/``table``/``predictions`` suffixes yet
+(BEP041 and XCP-D conventions are followed); the writer's default ``.bidsignore`` lists them.
+What this module adds: labels cleaned to alphanumerics (an arch like ``swift-lf`` becomes
+``desc-swiftlf``) and per-participant tables at ``sub-X/`` even when a session is named.
 """
 
 from __future__ import annotations
@@ -11,20 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ENTITY_ORDER = ("sub", "ses", "task", "run", "space", "atlas", "res", "stat", "class", "desc")
+from m2m_bids.bids.derivatives import bids_filename, res_label
 
-#: Patterns for ``.bidsignore`` covering everything this package writes that BIDS cannot name yet.
-BIDSIGNORE = ["*_statmap.nii.gz", "*_statmap.json", "*_table.tsv", "*_table.json", "*_predictions.tsv",
-              "*_predictions.json", "*_relmat.tsv", "*_relmat.json", "*_timeseries.tsv",
-              "*_timeseries.json", "predictions.tsv", "predictions.json", "*.html", "group", "figures",
-              "**/figures"]
-
-
-def res_label(resolution_mm: float) -> str:
-    """``3.0 -> "3"``, ``2.5 -> "2p5"`` (labels are alphanumeric)."""
-    value = float(resolution_mm)
-    return str(int(value)) if value.is_integer() else f"{value:g}".replace(".", "p")
-
+__all__ = ["Namer", "res_label"]
 
 def _clean(value: str) -> str:
     return "".join(ch for ch in str(value) if ch.isalnum())
@@ -43,12 +33,7 @@ class Namer:
         return {k: _clean(v) for k, v in ents.items() if v not in (None, "")}
 
     def name(self, suffix: str, extension: str, **entities: str | None) -> str:
-        ents = self.entities(**entities)
-        unknown = set(ents) - set(ENTITY_ORDER)
-        if unknown:
-            raise ValueError(f"unknown entities {sorted(unknown)}")
-        parts = [f"{k}-{ents[k]}" for k in ENTITY_ORDER if k in ents]
-        return "_".join(parts + [suffix]) + extension
+        return bids_filename(self.entities(**entities), suffix, extension)
 
     def path(self, datatype: str | None, suffix: str, extension: str, **entities: str | None) -> Path:
         """``OUTPUT_DIR/sub-X[/ses-Y][/datatype]/<name>``; ``datatype=None`` puts it at ``sub-X/``."""

@@ -1,7 +1,7 @@
 """Optional derivatives of the preprocessing (``--save-preproc``): names, sidecars, atomic writes.
 
-All file names are built here, in one place, from the source file's BIDS entities, so that a
-switch to the project-wide derivatives writer (``m2m_bids.bids.derivatives``) touches one module.
+All file names are built here from the source file's BIDS entities, with the package's one entity
+grammar (:func:`m2m_bids.bids.derivatives.bids_filename`).
 Files are written with :mod:`m2m_bids.io_utils` atomic helpers (parallel jobs, killed runs).
 """
 
@@ -13,31 +13,21 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from m2m_bids.bids.derivatives import bids_filename, res_label
 from m2m_bids.io_utils import atomic_path, write_json_atomic
 
-#: Entity order of BIDS file names (the subset a BOLD/T1w source can carry).
-ENTITY_ORDER = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "direction", "run", "echo",
-                "part")
-_SHORT = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "ceagent": "ce",
-          "reconstruction": "rec", "direction": "dir", "run": "run", "echo": "echo", "part": "part"}
+__all__ = ["bids_uri", "derivative_name", "figure_path", "res_label", "subject_dir", "write_anat", "write_func"]
 
-
-def res_label(resolution_mm: float) -> str:
-    """BIDS ``res-`` label of a resolution: ``3`` for 3 mm, ``2p5`` for 2.5 mm."""
-    return f"{resolution_mm:g}".replace(".", "p")
+#: Source entities a preprocessed BOLD/T1w name keeps (pybids' long names, as in ``BoldRun.entities``).
+SOURCE_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "direction", "run",
+                   "echo", "part")
 
 
 def derivative_name(entities: dict[str, Any], *, space: str | None = None, res: str | None = None,
-                    desc: str | None = None, suffix: str, extension: str, keep: tuple[str, ...] = ENTITY_ORDER) -> str:
+                    desc: str | None = None, suffix: str, extension: str, keep: tuple[str, ...] = SOURCE_ENTITIES) -> str:
     """``sub-01_ses-1_task-rest_run-1_space-X_res-3_desc-Y_suffix.ext`` from source entities."""
-    parts = [f"{_SHORT[name]}-{entities[name]}" for name in keep if entities.get(name) not in (None, "")]
-    if space:
-        parts.append(f"space-{space}")
-    if res:
-        parts.append(f"res-{res}")
-    if desc:
-        parts.append(f"desc-{desc}")
-    return "_".join(parts + [suffix]) + extension
+    kept = {name: entities.get(name) for name in keep}
+    return bids_filename({**kept, "space": space, "res": res, "desc": desc}, suffix, extension)
 
 
 def subject_dir(output_dir: Path, entities: dict[str, Any]) -> Path:
