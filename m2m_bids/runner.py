@@ -33,10 +33,10 @@ class Outcome:
     """What happened to each participant, for the closing summary and the exit code."""
 
     done: list[str] = field(default_factory=list)
-    failed: dict[str, AppError] = field(default_factory=dict)
+    failed: dict[str, list[AppError]] = field(default_factory=dict)
 
     def fail(self, label: str, error: AppError, stop: bool) -> None:
-        self.failed[label] = error
+        self.failed.setdefault(label, []).append(error)
         log.error("sub-%s: %s", label, error.render())
         if stop:
             raise error
@@ -45,7 +45,7 @@ class Outcome:
     def exit_code(self) -> ExitCode:
         if not self.failed:
             return ExitCode.OK
-        codes = {err.code for err in self.failed.values()}
+        codes = {err.code for errors in self.failed.values() for err in errors}
         return codes.pop() if len(codes) == 1 else ExitCode.FAILURE
 
 
