@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from m2m_bids.interpret.saliency import input_gradient
+from m2m_bids.models.registry import input_maps
 from m2m_bids.training.data import eval_starts
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,13 @@ def _window(fmri: np.ndarray, start: int, frames: int) -> np.ndarray:
 
 
 def _batch(entry: Any, modalities: tuple[str, ...], starts: list[int], frames: int,
-           tabular: np.ndarray | None, device: torch.device) -> dict[str, torch.Tensor]:
-    """Forward keyword arguments for the windows starting at ``starts``."""
+           tabular: np.ndarray | None, device: torch.device, maps: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Forward keyword arguments for the windows starting at ``starts`` (plus the run's cache maps)."""
     inputs: dict[str, torch.Tensor] = {}
     b = len(starts)
+    for name in maps:
+        vol = np.asarray(entry.load(name), dtype=np.float32)[None, None]
+        inputs[name] = torch.from_numpy(np.repeat(vol, b, axis=0)).to(device)
     if "fmri" in modalities:
         fmri = entry.load("fmri")
         stack = np.stack([_window(fmri, s, frames) for s in starts])[:, None]
@@ -83,7 +87,8 @@ def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None
     """Predict, and collect attention, latents and saliency for one cache entry (one run)."""
     device = torch.device(device)
     cfg = model.config  # type: ignore[attr-defined]
-    modalities = tuple(cfg.modalities)
+    maps = input_maps(model)
+    modalities = tuple(m for m in cfg.modalities if not maps or m == "tabular")  # as in training
     frames = int(cfg.frames)
     n_frames = int(entry.load("fmri").shape[-1]) if "fmri" in modalities else 1
     starts = eval_starts(n_frames, frames, None) if "fmri" in modalities else [0]
@@ -92,7 +97,7 @@ def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None
     with torch.inference_mode():
         for i in range(0, len(starts), batch_size):
             chunk = starts[i:i + batch_size]
-            out = model(**_batch(entry, modalities, chunk, frames, tabular, device))
+            out = model(**_batch(entry, modalities, chunk, frames, tabular, device, maps))
             logits.append(out.logits.float().cpu().numpy())
             for m, a in out.spatial_attention.items():
                 spatial.setdefault(m, []).append(a.float().cpu().numpy())
@@ -107,13 +112,13 @@ def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None
                        latents={m: np.concatenate(v).mean(0) for m, v in latents.items()})
     if saliency:
         _add_saliency(model, entry, scores, modalities, frames, tabular, batch_size, max_saliency_windows,
-                      saliency_method, device)
+                      saliency_method, device, maps)
     return scores
 
 
 def _add_saliency(model: nn.Module, entry: Any, scores: RunScores, modalities: tuple[str, ...], frames: int,
                   tabular: np.ndarray | None, batch_size: int, max_windows: int, method: str,
-                  device: torch.device) -> None:
+                  device: torch.device, maps: tuple[str, ...] = ()) -> None:
     """Input x gradient of the run's predicted class, averaged over up to ``max_windows`` windows."""
     target = int(np.argmax(scores.logits))
     pick = np.unique(np.linspace(0, len(scores.starts) - 1, min(max_windows, len(scores.starts))).round().astype(int))
@@ -122,7 +127,7 @@ def _add_saliency(model: nn.Module, entry: Any, scores: RunScores, modalities: t
     tab_sum = None
     for i in range(0, len(chosen), batch_size):
         chunk = chosen[i:i + batch_size]
-        res = input_gradient(model, _batch(entry, modalities, chunk, frames, tabular, device), target, method)
+        res = input_gradient(model, _batch(entry, modalities, chunk, frames, tabular, device, maps), target, method)
         for m, vol in res.spatial.items():
             sums[m] = sums.get(m, 0) + vol
         if res.temporal is not None:

@@ -70,6 +70,9 @@ def input_gradient(model: nn.Module, inputs: Mapping[str, torch.Tensor], target:
         if name == "tabular":
             result.tabular = attribution.sum(0).cpu().numpy()
             continue
+        if attribution.ndim == 5:  # a static map (B, 1, X, Y, Z)
+            result.spatial[name] = attribution[:, 0].sum(0).cpu().numpy()
+            continue
         vol = attribution[:, 0]  # (B, X, Y, Z, T)
         result.spatial[name] = vol.sum(dim=(0, 4)).cpu().numpy()
         if name == "fmri":

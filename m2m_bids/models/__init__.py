@@ -10,9 +10,10 @@ Only torch is imported here (no neuroimaging stack), so the models run on a bare
 from m2m_bids.models import m2m as _m2m  # noqa: F401  (registers "m2m")
 from m2m_bids.models import swift as _swift  # noqa: F401  (registers the SwiFT baselines)
 from m2m_bids.models import baselines as _baselines  # noqa: F401  (registers the CNN-RNN baselines)
-from m2m_bids.models.config import PRESETS, ModelConfig, valid_keys
+from m2m_bids.models.config import MAP_INPUTS, PRESETS, ModelConfig, valid_keys
 from m2m_bids.models.losses import m2m_contrastive_loss
-from m2m_bids.models.registry import ModelOutput, create_model, list_models, model_info, register_model
+from m2m_bids.models.registry import (ModelOutput, create_model, input_maps, list_models, model_info,
+                                      register_model)
 
-__all__ = ["PRESETS", "ModelConfig", "ModelOutput", "create_model", "list_models", "m2m_contrastive_loss",
+__all__ = ["MAP_INPUTS", "PRESETS", "ModelConfig", "ModelOutput", "create_model", "input_maps", "list_models", "m2m_contrastive_loss",
            "model_info", "register_model", "valid_keys"]

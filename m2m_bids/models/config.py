@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 MODALITIES = ("fmri", "smri", "tabular")
+#: Static per-run maps of the tensor cache a model may read (``input_maps``): grey-matter
+#: probability, fractional / absolute amplitude of low-frequency fluctuations, mean BOLD, PET.
+MAP_INPUTS = ("gm", "falff", "alff", "bold_mean", "pet")
 WEIGHTINGS = ("none", "dot", "cosine", "kl", "jsd", "mmd")
 
 #: Named bundles of overrides. ``paper`` is the configuration that reproduces Table IV of the paper

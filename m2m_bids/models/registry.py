@@ -26,13 +26,28 @@ class ModelOutput:
     ``spatial_attention`` maps a modality to ``(B, h, w, d)`` attention mass on the last-stage
     token grid (mean over queries, heads and frames; each map sums to 1 per sample);
     ``temporal_attention`` is ``(B, T)`` and sums to 1; ``latents`` are pooled ``(B, C)`` embeddings.
+
+    Training adds ``align_weight x align_loss`` (the M2M alignment), ``aux_loss`` as it is (a model's
+    own label-free terms, already weighted by its configuration: MASAN's reconstruction and sparsity
+    losses) and ``label_loss(labels)`` (a term that needs the labels: the siamese hinge loss).
     """
 
     logits: torch.Tensor
     align_loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    label_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
     spatial_attention: dict[str, torch.Tensor] = field(default_factory=dict)
     temporal_attention: torch.Tensor | None = None
     latents: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def input_maps(model: nn.Module) -> tuple[str, ...]:
+    """Per-run cache maps (:data:`~m2m_bids.models.config.MAP_INPUTS`) a model reads besides its modalities.
+
+    A model that needs maps sets an ``input_maps`` attribute; the data pipeline then loads those
+    cache tensors as ``(B, 1, X, Y, Z)`` and passes them as keyword arguments of ``forward``.
+    """
+    return tuple(getattr(model, "input_maps", ()))
 
 
 def register_model(name: str) -> Callable[[Callable[[ModelConfig], nn.Module]],

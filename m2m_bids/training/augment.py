@@ -49,15 +49,16 @@ class Augmenter:
         if "fmri" in out and self.p.max_time_shift > 0:
             out["fmri"] = temporal_shift(out["fmri"], int(torch.randint(-self.p.max_time_shift,
                                                                           self.p.max_time_shift + 1, ()).item()))
-        # One affine for all channels: stack T1w and fMRI frames as channels (C, X, Y, Z).
-        parts = [(k, out[k][0]) for k in ("smri", "fmri") if k in out]
+        # One affine for all channels: stack T1w, fMRI frames and static maps as channels (C, X, Y, Z).
+        parts = [(k, out[k][0] if k in ("smri", "fmri") else out[k][0][..., None]) for k in out if k != "tabular"]
         if parts:
             stacked = np.concatenate([np.moveaxis(v, -1, 0) for _, v in parts], axis=0)
             moved = np.asarray(self.affine(stacked))
             offset = 0
             for key, value in parts:
                 n = value.shape[-1]
-                out[key] = np.moveaxis(moved[offset:offset + n], 0, -1)[None]
+                block = np.moveaxis(moved[offset:offset + n], 0, -1)[None]
+                out[key] = block if key in ("smri", "fmri") else block[..., 0]
                 offset += n
         for key in list(out):
             out[key] = np.asarray(self.noise(self.scale(out[key])))

@@ -93,19 +93,21 @@ class WindowDataset(Dataset):
 
     def __init__(self, records: list[RunRecord], *, frames: int, modalities: tuple[str, ...], train: bool,
                  samples_per_run: int = 1, max_eval_windows: int | None = None,
-                 augmenter: Augmenter | None = None) -> None:
+                 augmenter: Augmenter | None = None, maps: tuple[str, ...] = ()) -> None:
         self.records = records
         self.frames = frames
         self.modalities = modalities
+        self.maps = maps
         self.train = train
         self.samples_per_run = samples_per_run
         self.augmenter = augmenter
         self.items: list[tuple[int, int]] = []
-        if not train:
+        if not train:  # without fMRI windows a run is one item
             for i, rec in enumerate(records):
-                self.items += [(i, s) for s in eval_starts(rec.n_frames, frames, max_eval_windows)]
+                starts = eval_starts(rec.n_frames, frames, max_eval_windows) if "fmri" in modalities else [0]
+                self.items += [(i, s) for s in starts]
         short = [r for r in records if r.n_frames < frames]
-        if short:
+        if short and "fmri" in modalities:
             log.warning("%d run(s) have fewer frames than the window (%d); padded by repeating the last frame",
                         len(short), frames)
 
@@ -126,6 +128,8 @@ class WindowDataset(Dataset):
             sample["fmri"] = _window(rec.entry.load("fmri"), start, self.frames)[None]  # (1,X,Y,Z,T)
         if "smri" in self.modalities:
             sample["smri"] = np.asarray(rec.entry.load("smri"))[None, ..., None]  # (1,X,Y,Z,1)
+        for name in self.maps:
+            sample[name] = np.asarray(rec.entry.load(name))[None]  # (1,X,Y,Z)
         if self.augmenter is not None:
             sample = self.augmenter(sample)
         out = {k: torch.from_numpy(np.array(v, dtype=np.float16, order="C")) for k, v in sample.items()}

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from m2m_bids.config import Train
+from m2m_bids.models.config import MAP_INPUTS
 from m2m_bids.training import checkpoint as ckpt
 from m2m_bids.training.data import EpochSampler, ShardSampler, WindowDataset, aggregate_logits
 from m2m_bids.training.distributed import Dist, all_reduce_mean, gather_objects, unwrap, wrap
@@ -32,6 +33,7 @@ from m2m_bids.training.metrics import classification_metrics, softmax
 log = logging.getLogger(__name__)
 
 INPUTS = ("fmri", "smri", "tabular")
+LOSS_TERMS = ("loss", "ce", "align", "aux")
 EpochHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -55,9 +57,22 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def forward(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> Any:
-    """Move the present modalities to ``device`` (fp16 -> fp32) and call the model."""
+    """Move the present modalities and maps to ``device`` (fp16 -> fp32) and call the model."""
     inputs = {k: batch[k].to(device, non_blocking=True).float() if k in batch else None for k in INPUTS}
+    inputs.update({k: batch[k].to(device, non_blocking=True).float() for k in MAP_INPUTS if k in batch})
     return model(**inputs)
+
+
+def training_loss(out: Any, labels: torch.Tensor, cfg: Train,
+                  loss_weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Cross-entropy + ``align_weight`` x alignment + the model's own terms (see ``ModelOutput``)."""
+    zero = torch.zeros((), device=labels.device)
+    ce = F.cross_entropy(out.logits.float(), labels, weight=loss_weights)
+    align = out.align_loss.float() if out.align_loss is not None else zero
+    aux = out.aux_loss.float() if out.aux_loss is not None else zero
+    if out.label_loss is not None:
+        aux = aux + out.label_loss(labels).float()
+    return {"loss": ce + cfg.align_weight * align + aux, "ce": ce, "align": align, "aux": aux}
 
 
 @dataclass
@@ -100,7 +115,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
     model.train()
     dtype = amp_dtype(cfg.precision, dist.device)
     warmup = cfg.warmup_epochs * steps_per_epoch
-    sums = {"loss": 0.0, "ce": 0.0, "align": 0.0}
+    sums = dict.fromkeys(LOSS_TERMS, 0.0)
     n_batches, n_samples, started = 0, 0, time.perf_counter()
     for batch in loader:
         lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps)
@@ -109,11 +124,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
         labels = batch["label"].to(dist.device, non_blocking=True)
         with autocast(dist.device, dtype):
             out = forward(model, batch, dist.device)
-            ce = F.cross_entropy(out.logits.float(), labels, weight=loss_weights)
-            align = out.align_loss.float() if out.align_loss is not None else torch.zeros((), device=dist.device)
-            loss = ce + cfg.align_weight * align
+            terms = training_loss(out, labels, cfg, loss_weights)
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(terms["loss"]).backward()
         if cfg.grad_clip is not None:
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -122,7 +135,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
         step += 1
         n_batches += 1
         n_samples += int(labels.shape[0])
-        for key, value in (("loss", loss), ("ce", ce), ("align", align)):
+        for key, value in terms.items():
             sums[key] += float(value.detach())
     if dist.device.type == "cuda":
         torch.cuda.synchronize(dist.device)
@@ -202,6 +215,8 @@ def fit(plan: FitPlan, cfg: Train, dist: Dist, on_epoch_end: EpochHook | None = 
     y_val = {r.participant: r.label for r in plan.val_set.records}
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
+        if hasattr(raw, "on_epoch_start"):  # e.g. MASAN's autoencoder pre-training epochs
+            raw.on_epoch_start(epoch)
         started = time.perf_counter()
         stats, _ = train_one_epoch(model, loader, opt, scaler, step=epoch * steps_per_epoch, total_steps=total,
                                    cfg=cfg, dist=dist, loss_weights=loss_w, steps_per_epoch=steps_per_epoch)
