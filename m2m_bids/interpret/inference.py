@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from m2m_bids.interpret.saliency import input_gradient
-from m2m_bids.models.registry import input_maps
+from m2m_bids.models.registry import input_maps, input_modalities
 from m2m_bids.training.data import eval_starts
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None
     """Predict, and collect attention, latents and saliency for one cache entry (one run)."""
     device = torch.device(device)
     cfg = model.config  # type: ignore[attr-defined]
-    maps = input_maps(model)
-    modalities = tuple(m for m in cfg.modalities if not maps or m == "tabular")  # as in training
+    maps, modalities = input_maps(model), input_modalities(model)  # what training fed it
     frames = int(cfg.frames)
     n_frames = int(entry.load("fmri").shape[-1]) if "fmri" in modalities else 1
     starts = eval_starts(n_frames, frames, None) if "fmri" in modalities else [0]

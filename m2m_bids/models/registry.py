@@ -50,6 +50,16 @@ def input_maps(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(model, "input_maps", ()))
 
 
+def input_modalities(model: nn.Module) -> tuple[str, ...]:
+    """The modalities the data pipeline feeds the model: fMRI windows, the T1w, the tabular row.
+
+    ``config.modalities`` unless the model narrows it with an ``input_modalities`` attribute (a
+    model built on maps, such as the siamese network, reads no fMRI windows: one item per run).
+    """
+    declared = getattr(model, "input_modalities", None)
+    return tuple(model.config.modalities if declared is None else declared)  # type: ignore[attr-defined]
+
+
 def register_model(name: str) -> Callable[[Callable[[ModelConfig], nn.Module]],
                                           Callable[[ModelConfig], nn.Module]]:
     """Decorator: make ``fn(cfg) -> nn.Module`` available as ``create_model(name, ...)``."""

@@ -79,19 +79,19 @@ class SplitRunner:
         chosen = {p: tab[p] for p in self.participants if p in wanted}
         return make_records(self.entries, y, chosen)
 
-    def datasets(self, split: Split, encoder: TabularEncoder,
-                 maps: tuple[str, ...] = ()) -> tuple[WindowDataset, ...]:
+    def datasets(self, split: Split, encoder: TabularEncoder, model: nn.Module) -> tuple[WindowDataset, ...]:
         """Training (random windows, augmented if asked), validation and test (all windows) datasets.
 
-        ``maps`` are the cache maps the model reads (:func:`m2m_bids.models.input_maps`); a model
-        that reads maps but no fMRI windows gets one item per run.
+        What is loaded follows the model (:func:`m2m_bids.models.input_modalities` and
+        :func:`~m2m_bids.models.input_maps`); a model that reads no fMRI windows gets one item per run.
         """
+        from m2m_bids.models import input_maps, input_modalities
+
         tc, frames = self.cfg.train, self.cfg.model.window_frames
         table = self.phenotype.reindex(self.participants)
         features = encoder.transform(table)
         tab = {p: features[i] for i, p in enumerate(self.participants)}
-        modalities = tuple(m for m in self.modalities if not maps or m == "tabular")
-        common = {"frames": frames, "modalities": modalities, "maps": maps}
+        common = {"frames": frames, "modalities": input_modalities(model), "maps": input_maps(model)}
         train = WindowDataset(self._records(split.train, tab), train=True, samples_per_run=tc.samples_per_run,
                               augmenter=Augmenter() if tc.augment else None, **common)
         val = WindowDataset(self._records(split.val, tab), train=False, max_eval_windows=tc.max_eval_windows,
@@ -106,9 +106,9 @@ class SplitRunner:
         split_dir = self.run_dir / split.name
         encoder = TabularEncoder.fit(self.phenotype.reindex(list(split.train)), list(tc.tabular_columns))
         model = self.build_model(encoder.n_features)
-        from m2m_bids.models import input_maps, model_info
+        from m2m_bids.models import model_info
 
-        train_set, val_set, test_set = self.datasets(split, encoder, input_maps(model))
+        train_set, val_set, test_set = self.datasets(split, encoder, model)
 
         info = model_info(model)
         done = split_dir / "result.json"
