@@ -1,6 +1,7 @@
-"""Compare ``--arch`` choices on one synthetic dataset: same preprocessing, same folds, same metrics.
+"""Compare ``--arch`` choices on one dataset: same preprocessing, same folds, same metrics.
 
-Generates a synthetic BIDS dataset with planted AD effects (``m2m_bids.synth``), preprocesses it
+Generates a synthetic BIDS dataset with planted AD effects (``m2m_bids.synth``) — or takes an
+existing one with ``--bids`` (e.g. ../shared/data/bids-real, for robustness) — preprocesses it
 once through the real participant level (the tensor cache is shared), then runs the real group level
 (``m2m BIDS OUT group --arch X``) once per arch with the same seed, so every arch is tested on exactly
 the same participants per fold. Writes ``compare.tsv``, ``compare.md`` (a markdown table for the
@@ -8,6 +9,8 @@ docs) and ``compare.svg`` (ROC-AUC per fold and mean ± sd per arch).
 
     python benchmarks/compare.py /tmp/compare --n-participants 16 --folds 4 --epochs 10 \\
         --archs m2m swift cnn-lstm cnn-gru cnn3d lstm3d gru3d connectome-logreg
+    python benchmarks/compare.py /tmp/compare-real --bids ../shared/data/bids-real --folds 2 \\
+        --extra-config real.toml   # e.g. [preproc] min_volumes = 6 / [train] label_rule = "..."
 
 Training time is the wall time of the group level (cache verification, CV folds, final model,
 metrics figures; group explanations and report are switched off), on the ``--device`` given.
@@ -39,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bids", type=Path, default=None,
+                   help="an existing BIDS dataset instead of a synthetic one (--n-participants etc. ignored)")
+    p.add_argument("--extra-config", type=Path, default=None,
+                   help="TOML appended to the run's config file (preproc/train options for this dataset)")
     return p.parse_args(argv)
 
 
@@ -57,13 +64,14 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[str]]:
     """Synthetic dataset + one participant-level run; returns the BIDS dir and the shared CLI options."""
     from m2m_bids.synth import SynthSpec, generate_dataset
 
-    bids = args.out_dir / "bids"
-    if not (bids / "dataset_description.json").is_file():
+    bids = args.bids.resolve() if args.bids else args.out_dir / "bids"
+    if args.bids is None and not (bids / "dataset_description.json").is_file():
         spec = SynthSpec.preset(args.synth_preset, n_participants=args.n_participants, classes=("CN", "AD"),
                                 seed=args.seed, effect_size=args.effect_size)
         generate_dataset(bids, spec)
     config = args.out_dir / "compare-config.toml"  # time training, not the group explanations/report
-    config.write_text("[interpret]\nreports = false\n", encoding="utf-8")
+    extra = args.extra_config.read_text(encoding="utf-8") if args.extra_config else ""
+    config.write_text("[interpret]\nreports = false\n" + extra, encoding="utf-8")
     common = ["--config-file", str(config), "--preset", args.app_preset, "--random-seed", str(args.seed), "--classes", "CN,AD",
               "--cache-dir", str(args.out_dir / "cache"), "--work-dir", str(args.out_dir / "work"),
               "--device", args.device]
@@ -152,8 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     bids, common = prepare(args)
     rows = [train_one(args, bids, common, arch) for arch in args.archs]
-    header = (f"{args.n_participants} synthetic participants (CN/AD, `{args.synth_preset}` data, effect size "
-              f"{args.effect_size}), `--preset {args.app_preset}`, {args.folds} folds, {args.epochs} epochs, seed "
+    data = (f"dataset {args.bids}" if args.bids else
+            f"{args.n_participants} synthetic participants (CN/AD, `{args.synth_preset}` data, effect size "
+            f"{args.effect_size})")
+    header = (f"{data}, `--preset {args.app_preset}`, {args.folds} folds, {args.epochs} epochs, seed "
               f"{args.seed}, device {args.device} ({platform.processor() or platform.machine()}); "
               f"{time.strftime('%Y-%m-%d', time.gmtime())}")
     md = write_table(rows, args.out_dir, header)
