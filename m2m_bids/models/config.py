@@ -35,6 +35,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "frame_channels": (2, 2),
         "rnn_hidden": 8,
         "fusion_hidden": 16,
+        "masan_width": 4,  # MASAN: 16^3 grid -> 4^3 regions -> two downsamplings -> 1^3 codes
+        "masan_downsamplings": 2,
+        "masan_code_channels": 8,
+        "masan_groups": 2,
+        "masan_hidden": 16,
     },
     "swift4": {  # the SwiFT reference default: 4 stages [2,2,6,2], global attention in the last
         "depths": (2, 2, 6, 2),
@@ -103,6 +108,17 @@ class ModelConfig:
     rnn_layers: int = 3
     fusion_hidden: int = 64
     head_dropout: float = 0.1
+    # --- MASAN (Zong et al.; models/baselines/masan.py) ------------------------------------------
+    masan_regions: int = 4
+    masan_width: int = 32
+    masan_downsamplings: int = 3
+    masan_code_channels: int = 64
+    masan_groups: int = 8
+    masan_hidden: int = 64
+    recon_weight_smri: float = 0.5
+    recon_weight_fmri: float = 0.5
+    sparsity_weight: float = 0.01
+    ae_pretrain_epochs: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -128,7 +144,7 @@ def valid_keys() -> list[str]:
 _TUPLE_FIELDS = {"img_size", "modalities", "depths", "num_heads", "window_size", "first_window_size",
                  "cnn_channels", "frame_channels"}
 #: Convolutional archs: no patch/window tiling, so the Swin divisibility check does not apply.
-UNTILED_ARCHS = frozenset({"cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d"})
+UNTILED_ARCHS = frozenset({"cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d", "masan"})
 
 
 def build_config(arch: str, overrides: Mapping[str, Any]) -> ModelConfig:
