@@ -87,8 +87,10 @@ def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: 
     coreg = stage("coregister_bold", steps.bold_coregister, boldref, t1p, threads, 0)
     grid = stage("resample_bold", steps.bold_to_grid, stc, motion, coreg, tx, res, shape)
     smoothed = stage("smooth_bold", steps.smooth_grid, grid, 6.0, res)
+    gm = stage("grey_matter", steps.grey_matter_grid, t1g, maskg, res)
+    alff, falff, mean = stage("bold_maps", steps.bold_maps, smoothed, maskg, 2.0, [0.01, 0.08])
     stage("store_cache", sink.store_run, "ab" * 32, str(work / "cache"), json.dumps({"participant": "01"}), t1g,
-          maskg, smoothed, motion, record, True)
+          maskg, smoothed, motion, record, True, {"gm": gm, "alff": alff, "falff": falff, "bold_mean": mean})
     return rows
 
 

@@ -158,6 +158,7 @@ class Preproc(_Section):
     motion_correction: bool = True
     min_volumes: int = Field(default=20, ge=2)
     standardize_bold: bool = True
+    alff_band_hz: tuple[float, float] = (0.01, 0.08)  # low-frequency band of the ALFF/fALFF maps
 
 
 class ModelCfg(_Section):

@@ -44,6 +44,10 @@ TENSOR_DTYPES: dict[str, np.dtype] = {
     "fmri": np.dtype(np.float16),
     "smri": np.dtype(np.float16),
     "mask": np.dtype(np.uint8),
+    "gm": np.dtype(np.float16),
+    "alff": np.dtype(np.float16),
+    "falff": np.dtype(np.float16),
+    "bold_mean": np.dtype(np.float16),
 }
 _CHUNK = 1 << 22
 
@@ -98,7 +102,8 @@ class CacheEntry:
         return sorted(self.meta.get("tensors", {}))
 
     def load(self, name: str, mmap: bool = True) -> np.ndarray:
-        """``fmri`` (X,Y,Z,T) float16, ``smri`` (X,Y,Z) float16 or ``mask`` (X,Y,Z) uint8.
+        """``fmri`` (X,Y,Z,T) float16, ``mask`` (X,Y,Z) uint8, or an (X,Y,Z) float16 map: ``smri``,
+        ``gm``, ``alff``, ``falff``, ``bold_mean`` (see :mod:`m2m_bids.preproc.maps`).
 
         Memory-mapped read-only by default: callers slicing a window read only those bytes.
         """

@@ -234,6 +234,54 @@ class Smooth(_StepInterface):
         return smooth_grid(i.in_file, i.fwhm_mm, i.resolution_mm, out_dir)
 
 
+# -- per-run maps ----------------------------------------------------------------------------------
+class _GreyMatterIn(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True, desc="T1w on the grid (.npy)")
+    mask = File(exists=True, mandatory=True, desc="brain mask on the grid (.npy)")
+    resolution_mm = traits.Float(mandatory=True)
+
+
+class _GreyMatterOut(TraitedSpec):
+    gm = File(exists=True)
+
+
+class GreyMatter(_StepInterface):
+    """Grey-matter probability of the T1w on the grid (ANTs Atropos)."""
+
+    input_spec, output_spec, _outputs_names = _GreyMatterIn, _GreyMatterOut, ("gm",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import grey_matter_grid
+
+        i = self.inputs
+        return grey_matter_grid(i.t1w, i.mask, i.resolution_mm, out_dir)
+
+
+class _BoldMapsIn(BaseInterfaceInputSpec):
+    bold = File(exists=True, mandatory=True, desc="BOLD on the grid before z-scoring (.npy)")
+    mask = File(exists=True, mandatory=True, desc="brain mask on the grid (.npy)")
+    repetition_time = traits.Float(mandatory=True)
+    band_hz = traits.List(traits.Float, minlen=2, maxlen=2, mandatory=True)
+
+
+class _BoldMapsOut(TraitedSpec):
+    alff = File(exists=True)
+    falff = File(exists=True)
+    bold_mean = File(exists=True)
+
+
+class BoldMaps(_StepInterface):
+    """mALFF, fALFF and the normalised mean BOLD image on the grid."""
+
+    input_spec, output_spec, _outputs_names = _BoldMapsIn, _BoldMapsOut, ("alff", "falff", "bold_mean")
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import bold_maps
+
+        i = self.inputs
+        return bold_maps(i.bold, i.mask, i.repetition_time, list(i.band_hz), out_dir)
+
+
 # -- outputs ---------------------------------------------------------------------------------------
 class _StoreIn(BaseInterfaceInputSpec):
     key = traits.Str(mandatory=True)
@@ -244,6 +292,10 @@ class _StoreIn(BaseInterfaceInputSpec):
     bold = File(exists=True, mandatory=True)
     motion = File(exists=True, mandatory=True)
     stc_record = File(exists=True, mandatory=True)
+    gm = File(exists=True, mandatory=True)
+    alff = File(exists=True, mandatory=True)
+    falff = File(exists=True, mandatory=True)
+    bold_mean = File(exists=True, mandatory=True)
     standardize = traits.Bool(True, usedefault=True)
 
 
@@ -260,7 +312,9 @@ class StoreRun(_StepInterface):
         from m2m_bids.preproc.sink import store_run
 
         i = self.inputs
-        return store_run(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.bold, i.motion, i.stc_record, i.standardize)
+        maps = {"gm": i.gm, "alff": i.alff, "falff": i.falff, "bold_mean": i.bold_mean}
+        return store_run(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.bold, i.motion, i.stc_record, i.standardize,
+                         maps=maps)
 
 
 class _DerivIn(BaseInterfaceInputSpec):

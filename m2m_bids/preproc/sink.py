@@ -22,16 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bold: str, motion: str,
-              stc_record: str, standardize: bool) -> str:
+              stc_record: str, standardize: bool, maps: dict[str, str]) -> str:
     """Write the cache entry of one run; returns its folder. The brain mask is restricted to the
-    voxels the BOLD field of view covers (a partial-coverage EPI leaves the rest at zero)."""
+    voxels the BOLD field of view covers (a partial-coverage EPI leaves the rest at zero).
+    ``maps`` names the per-run ``.npy`` maps (:mod:`m2m_bids.preproc.maps`) stored as they are."""
+    from m2m_bids.preproc.maps import coverage_mask
     from m2m_bids.preproc.steps import read_motion
 
     meta: dict[str, Any] = json.loads(meta_json)
     bold_data = np.load(bold)
     brain = np.load(mask) > 0
-    coverage = np.abs(bold_data).max(axis=-1) > 0
-    run_mask = brain & coverage
+    run_mask = coverage_mask(brain, bold_data)
     if run_mask.sum() < 0.05 * max(int(brain.sum()), 1):
         log.warning("%s: the BOLD field of view covers only %d of %d brain voxels", meta.get("source_bold"),
                     int(run_mask.sum()), int(brain.sum()))
@@ -47,6 +48,7 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
         "brain_voxels": int(run_mask.sum()),
     })
     tensors = {"fmri": fmri, "smri": np.load(t1w), "mask": run_mask.astype(np.uint8)}
+    tensors.update({name: np.load(path) for name, path in sorted(maps.items())})
     entry = TensorCache(Path(cache_dir)).put(key, tensors, meta)
     log.info("cached %s (%s)", entry.key[:12], meta.get("source_bold"))
     return str(entry.path)

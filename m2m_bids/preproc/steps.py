@@ -205,3 +205,33 @@ def smooth_grid(in_file: str, fwhm_mm: float, resolution_mm: float, out_dir: str
     out = Path(out_dir) / "bold_smoothed.npy"
     np.save(out, smooth(np.load(in_file), fwhm_mm, resolution_mm))
     return str(out)
+
+
+# -- per-run maps ----------------------------------------------------------------------------------
+def grey_matter_grid(t1w_grid: str, mask_grid: str, resolution_mm: float, out_dir: str) -> str:
+    """GM probability (Atropos 3-class k-means) of the T1w on the grid, inside the brain mask."""
+    from m2m_bids.preproc.maps import grey_matter_probability
+
+    out = Path(out_dir) / "gm_grid.npy"
+    np.save(out, grey_matter_probability(np.load(t1w_grid), np.load(mask_grid), spacing_mm=resolution_mm))
+    return str(out)
+
+
+def bold_maps(bold: str, mask_grid: str, repetition_time: float, band_hz: list[float],
+              out_dir: str) -> tuple[str, str, str]:
+    """mALFF, fALFF and the normalised mean image of the (not yet z-scored) BOLD on the grid,
+    inside the brain voxels the run covers. Returns (alff.npy, falff.npy, bold_mean.npy)."""
+    from m2m_bids.preproc.maps import amplitude_maps, coverage_mask, mean_image
+
+    series = np.load(bold)
+    mask = coverage_mask(np.load(mask_grid), series)
+    try:
+        alff, falff = amplitude_maps(series, mask, repetition_time=repetition_time,
+                                     band_hz=(float(band_hz[0]), float(band_hz[1])))
+    except ValueError as err:
+        raise AppError(f"cannot compute ALFF: {err}", ExitCode.DATA_ERROR, path=bold,
+                       hint="exclude this short run (--bids-filter-file) or widen preproc.alff_band_hz") from err
+    paths = [Path(out_dir) / f"{name}_grid.npy" for name in ("alff", "falff", "bold_mean")]
+    for path, data in zip(paths, (alff, falff, mean_image(series, mask))):
+        np.save(path, data)
+    return str(paths[0]), str(paths[1]), str(paths[2])

@@ -9,7 +9,10 @@ run, ending in the cache/derivatives sink::
     T1w -> prepare (RAS, N4) -> register to MNI (ANTs) -> resample to grid + mask + z-score ─┐
     BOLD -> prepare (dummies) -> slice timing ─────────────────────────────┐                 │
                               └> motion (6 params, FD, boldref) -> coregister to T1w (ANTs) │
-                                    resample once (motion o BOLD->T1w o T1w->MNI) -> smooth ─┴> cache
+                                    resample once (motion o BOLD->T1w o T1w->MNI) -> smooth ─┴> maps -> cache
+
+``maps``: GM probability of the grid T1w, mALFF/fALFF and the mean image of the smoothed BOLD
+(before the store node z-scores it); see :mod:`m2m_bids.preproc.maps`.
 """
 
 from __future__ import annotations
@@ -126,8 +129,13 @@ def init_fmriprep_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_m
 
 
 def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardize: bool,
-                   derivatives: dict[str, Any] | None, name: str = "ds_run_wf") -> pe.Workflow:
-    """Outputs of one run: the tensor-cache entry and, with ``derivatives`` info, NIfTIs + figures.
+                   derivatives: dict[str, Any] | None, resolution_mm: float, repetition_time: float,
+                   alff_band_hz: list[float], name: str = "ds_run_wf") -> pe.Workflow:
+    """Outputs of one run: the per-run maps (GM probability, mALFF, fALFF, mean BOLD), the
+    tensor-cache entry and, with ``derivatives`` info, NIfTIs + figures.
+
+    The maps are computed here, from the grid tensors, so raw and fMRIPrep inputs get the same
+    maps, and from the smoothed series before the store node z-scores it (z-scoring erases ALFF).
 
     Inputs: ``t1w_grid``, ``mask_grid``, ``bold_smoothed``, ``motion``, ``stc_record``.
     Outputs: ``entry_dir``.
@@ -136,12 +144,22 @@ def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardiz
     fields = ["t1w_grid", "mask_grid", "bold_smoothed", "motion", "stc_record"]
     inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=["entry_dir"]), name="outputnode")
+    grey = pe.Node(ifc.GreyMatter(resolution_mm=resolution_mm), name="grey_matter", mem_gb=0.5)
+    bold_maps = pe.Node(ifc.BoldMaps(repetition_time=repetition_time, band_hz=list(alff_band_hz)),
+                        name="bold_maps", mem_gb=1.0)
     store = pe.Node(ifc.StoreRun(key=key, cache_dir=cache_dir, meta=json.dumps(meta, sort_keys=True, default=str),
                                  standardize=standardize), name="store_cache", mem_gb=1.0)
     store.overwrite = True  # cheap, and the cache (not nipype) decides whether work is needed
     mapping = [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("bold_smoothed", "bold"), ("motion", "motion"),
                ("stc_record", "stc_record")]
-    wf.connect([(inputnode, store, mapping), (store, outputnode, [("entry_dir", "entry_dir")])])
+    wf.connect([
+        (inputnode, grey, [("t1w_grid", "t1w"), ("mask_grid", "mask")]),
+        (inputnode, bold_maps, [("bold_smoothed", "bold"), ("mask_grid", "mask")]),
+        (inputnode, store, mapping),
+        (grey, store, [("gm", "gm")]),
+        (bold_maps, store, [("alff", "alff"), ("falff", "falff"), ("bold_mean", "bold_mean")]),
+        (store, outputnode, [("entry_dir", "entry_dir")]),
+    ])
     if derivatives is not None:
         save = pe.Node(ifc.SaveDerivatives(info=json.dumps(derivatives, sort_keys=True, default=str)),
                        name="save_derivatives", mem_gb=1.0)
@@ -174,7 +192,8 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
         ds = init_ds_run_wf(key=plan.key, cache_dir=str(ex.resolved_cache_dir), meta=plan.meta,
                             standardize=pp.standardize_bold,
                             derivatives=derivatives_info(plan, cfg) if ex.save_preproc else None,
-                            name=f"ds_{run_name}_wf")
+                            resolution_mm=pp.resolution_mm, repetition_time=plan.bold.repetition_time,
+                            alff_band_hz=list(pp.alff_band_hz), name=f"ds_{run_name}_wf")
         gb = bold_size_gb(plan.bold.path)
         if plan.fmriprep is not None:
             fp = plan.fmriprep

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import rigid_matrix, tiny_config, write_description, write_participant  # noqa: E402
@@ -45,6 +46,14 @@ def test_raw_pipeline_cache_derivatives_and_failures(tmp_path: Path, caplog) -> 
     assert smri.shape == (16, 16, 16) and mask.dtype == np.uint8 and mask.sum() > 500
     inside = np.asarray(fmri, dtype=np.float32)[mask > 0]
     assert abs(inside.mean()) < 0.05 and abs(inside.std() - 1) < 0.05  # z-scored in the mask
+    maps = {name: np.asarray(entry.load(name), dtype=np.float32) for name in ("gm", "alff", "falff", "bold_mean")}
+    for name, data in maps.items():  # per-run maps: grid-shaped float16, zero outside the run mask
+        assert entry.load(name).dtype == np.float16 and data.shape == (16, 16, 16), name
+        assert np.all(data[mask == 0] == 0) and np.isfinite(data).all(), name
+    assert 0.0 <= maps["gm"].min() and maps["gm"].max() <= 1.0 and maps["gm"][mask > 0].std() > 0.1
+    assert maps["alff"][mask > 0].mean() == pytest.approx(1.0, abs=0.01)  # mALFF
+    assert maps["bold_mean"][mask > 0].mean() == pytest.approx(1.0, abs=0.01)
+    assert 0.0 < maps["falff"][mask > 0].mean() < 1.0
     assert entry.meta["participant"] == "01" and entry.meta["slice_timing"]["SliceTimingCorrected"]
     assert 1.0 < entry.meta["motion"]["max_translation_mm"] < 3.0  # the planted 2 mm shift
     # the T1w landed on the template: correlation with the template on the grid, inside the mask
