@@ -183,14 +183,22 @@ def _participant_level(cfg: RunConfig, participants: list[ParticipantInputs], ou
 
 
 def _model_bundle(cfg: RunConfig) -> Path | None:
-    """``--model PATH``, else the group model of this arch already in OUTPUT_DIR, else none."""
+    """``--model PATH``, else the group model of this arch already in OUTPUT_DIR, else none.
+
+    A bundle is a torch model (``model-card.json``) or a classical baseline (``classical-model.json``).
+    """
+    from m2m_bids.classical import CARD_FILE
+
+    def is_bundle(folder: Path) -> bool:
+        return (folder / "model-card.json").is_file() or (folder / CARD_FILE).is_file()
+
     if cfg.execution.model is not None:
-        if not (cfg.execution.model / "model-card.json").is_file():
-            raise AppError("no model-card.json in the model bundle", ExitCode.NO_INPUT,
+        if not is_bundle(cfg.execution.model):
+            raise AppError(f"no model-card.json (or {CARD_FILE}) in the model bundle", ExitCode.NO_INPUT,
                            path=str(cfg.execution.model), hint="point --model at a models/model-<arch>/ folder")
         return cfg.execution.model
     default = cfg.execution.output_dir / "models" / f"model-{cfg.model.arch}"
-    return default if (default / "model-card.json").is_file() else None
+    return default if is_bundle(default) else None
 
 
 def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:

@@ -1,22 +1,28 @@
-"""Group level for the classical baseline ``connectome-logreg``: same folds, same metrics, same files.
+"""Group level for the classical baselines ``connectome-logreg`` and ``connectome-svc``: same folds,
+same metrics, same files.
 
 ``train_classical(entries, phenotype, cfg, output_dir)`` mirrors
 :func:`m2m_bids.training.api.train_group`: the labels come from :func:`derive_labels`, the folds
 from :func:`make_splits` with the same seed (so a deep model and this baseline are tested on exactly
 the same participants), and the metrics from :func:`classification_metrics` /
-:func:`summarise`. Per fold, standardisation + L2 logistic regression is fitted on the training
-+ validation participants: standardisation, ANOVA-F selection of ``k`` features and L2 logistic
-regression, with ``k`` from ``k_grid`` and ``C`` from ``c_grid`` chosen by an inner stratified
-3-fold CV on those same participants; the refitted model scores the test fold.
+:func:`summarise`. Per fold, a pipeline is fitted on the training + validation participants:
+standardisation, ANOVA-F selection of ``k`` features and a linear classifier, with ``k`` from
+``k_grid`` and ``C`` from ``c_grid`` chosen by an inner stratified 3-fold CV on those same
+participants; the refitted model scores the test fold. The classifier is an L2 logistic
+regression (``connectome-logreg``) or a linear SVC (``connectome-svc``, hinge loss); the SVC has
+no probabilities of its own, so its decision values are mapped to probabilities by Platt scaling
+(a sigmoid per class) fitted on out-of-fold decision values of the same inner folds
+(:func:`calibrate`).
 
 Options come from ``model.overrides`` (the ``[model.overrides]`` table of a ``--config-file``):
 ``atlas`` (default ``aal``), ``c_grid`` (default ``[0.1, 1, 10]``), ``k_grid`` (numbers of
 features kept, default ``[10, 100]``; 0 = all), ``max_iter``; ``preset`` is ignored.
 
 Outputs: ``group/metrics.tsv``, ``metrics.json``, ``oof-predictions.tsv``, ``figures/{roc,pr}.svg``
-(same formats as the deep models) and ``models/model-connectome-logreg/classical-model.json`` (the
-final model's scaler and coefficients as plain JSON, plus the feature description). There is no
-``model-card.json``: the participant level's ``apply`` rebuilds torch models only.
+(same formats as the deep models) and ``models/model-<arch>/classical-model.json`` (the final
+model's scaler, selection, coefficients and calibration as plain JSON, the feature description, the
+preprocessing parameters, grid and splits), which the participant level applies
+(:mod:`m2m_bids.classical.apply`).
 """
 
 from __future__ import annotations
@@ -29,13 +35,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_selection import SelectKBest, f_classif
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
 
+from m2m_bids.classical import CARD_FILE
 from m2m_bids.classical.features import Parcellation, describe, make_parcellation, participant_features
+from m2m_bids.classical.model import CLASSIFIER_STEP, export
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import write_json_atomic, write_text_atomic
@@ -52,27 +64,55 @@ INNER_FOLDS = 3
 DEFAULTS: dict[str, Any] = {"atlas": "aal", "c_grid": [0.1, 1.0, 10.0], "k_grid": [10, 100], "max_iter": 2000}
 
 
-def options(overrides: dict[str, Any]) -> dict[str, Any]:
+def options(overrides: dict[str, Any], arch: str = "connectome-logreg") -> dict[str, Any]:
     """``DEFAULTS`` updated by ``overrides``; an unknown key is a usage error naming the valid ones."""
     given = {k: v for k, v in overrides.items() if k != "preset"}
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
-        raise AppError(f"unknown option(s) {unknown} for arch connectome-logreg", ExitCode.USAGE,
+        raise AppError(f"unknown option(s) {unknown} for arch {arch}", ExitCode.USAGE,
                        hint=f"valid model options: {sorted(DEFAULTS)}")
     return {**DEFAULTS, **given}
 
 
-def make_classifier(c: float, max_iter: int, seed: int, k_best: int | str = "all", binary: bool = True) -> Pipeline:
-    """Standardise on the training fold, keep the ``k_best`` features by ANOVA F, L2 logistic regression.
+def make_classifier(arch: str, c: float, max_iter: int, seed: int, k_best: int | str = "all",
+                    binary: bool = True) -> Pipeline:
+    """Standardise on the training fold, keep the ``k_best`` features by ANOVA F, linear classifier.
 
     With thousands of edges and tens of participants, a minimum-norm linear separator spreads its
     weight over every noise feature; univariate selection inside the fold (fitted on the training
     participants only, so it does not leak the test fold) lets a few informative edges or regions count.
-    liblinear is several times faster than lbfgs on these tiny problems; it is binary-only here.
+    Logistic regression: liblinear is several times faster than lbfgs on these tiny problems; it is
+    binary-only here (lbfgs fits the multinomial model). Linear SVC: squared-hinge L2 SVM
+    (liblinear), one-vs-rest for more than two classes. Both weigh classes inversely to their size.
     """
-    clf = LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced", random_state=seed,
-                             solver="liblinear" if binary else "lbfgs")
+    clf: BaseEstimator
+    if arch == "connectome-svc":
+        clf = LinearSVC(C=c, max_iter=max_iter, class_weight="balanced", random_state=seed)
+    else:
+        clf = LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced", random_state=seed,
+                                 solver="liblinear" if binary else "lbfgs")
     return make_pipeline(StandardScaler(), SelectKBest(f_classif, k=k_best), clf)
+
+
+def calibrate(model: Pipeline, x: np.ndarray, y: np.ndarray, inner: int, seed: int) -> BaseEstimator:
+    """Platt scaling of a linear SVC: a sigmoid per class on out-of-fold decision values.
+
+    Why Platt: the SVC's decision value ranks participants (enough for ROC-AUC) but is no
+    probability, and PR-AUC thresholds, accuracy (argmax) and the participant predictions need
+    one. A sigmoid has two parameters per class, the most that a few tens of participants can fit
+    (isotonic regression needs far more); fitting it on decision values of participants the SVC
+    did not see (the same inner stratified folds that chose ``k`` and ``C``, ``ensemble=False``:
+    one SVC refitted on everyone, one sigmoid) avoids the overconfidence of in-sample values.
+    When a class has a single participant there are no inner folds, and the sigmoid is fitted on
+    the in-sample decision values (logged).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+        if inner >= 2:
+            return CalibratedClassifierCV(model, method="sigmoid", ensemble=False,
+                                          cv=StratifiedKFold(inner, shuffle=True, random_state=seed)).fit(x, y)
+        log.warning("connectome-svc: a class has one participant; Platt scaling fitted in-sample (overconfident)")
+        return CalibratedClassifierCV(FrozenEstimator(model.fit(x, y)), method="sigmoid").fit(x, y)
 
 
 def _stack(features: dict[str, np.ndarray], labels: Labels, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -80,14 +120,16 @@ def _stack(features: dict[str, np.ndarray], labels: Labels, ids: tuple[str, ...]
 
 
 def fit_split(features: dict[str, np.ndarray], labels: Labels, split: Split, opts: dict[str, Any],
-              seed: int) -> tuple[Pipeline, dict[str, Any], list[dict[str, Any]]]:
+              seed: int, arch: str = "connectome-logreg") -> tuple[BaseEstimator, dict[str, Any], list[dict[str, Any]]]:
     """Choose ``k`` and ``C`` by inner stratified CV on the split's training + validation participants.
 
     A validation split of one or two participants cannot rank a grid (its ROC-AUC is undefined or
     tied), so the inner CV uses every non-test participant of the fold; the test participants are
-    never seen. Ties go to fewer features, then the larger ``C``. Returns (refitted model, chosen
-    parameters, inner-CV table).
+    never seen. Ties go to fewer features, then the larger ``C``. Both archs are ranked by ROC-AUC
+    (of the logistic probability or of the SVC's decision value). Returns (refitted model, Platt
+    calibrated for the SVC; chosen parameters; inner-CV table).
     """
+    step = CLASSIFIER_STEP[arch]
     x, y = _stack(features, labels, split.train + split.val)
     ks = sorted({int(k) for k in opts["k_grid"] if 0 < int(k) < x.shape[1]}) or ["all"]
     if any(int(k) <= 0 or int(k) >= x.shape[1] for k in opts["k_grid"]) and ks != ["all"]:
@@ -99,27 +141,29 @@ def fit_split(features: dict[str, np.ndarray], labels: Labels, split: Split, opt
     best: dict[str, Any] = {"k": ks[0], "C": cs[len(cs) // 2]}
     table: list[dict[str, Any]] = []
     if inner >= 2 and len(ks) * len(cs) > 1:
-        search = GridSearchCV(make_classifier(cs[0], int(opts["max_iter"]), seed, binary=binary),
-                              {"selectkbest__k": ks, "logisticregression__C": cs},
+        search = GridSearchCV(make_classifier(arch, cs[0], int(opts["max_iter"]), seed, binary=binary),
+                              {"selectkbest__k": ks, f"{step}__C": cs},
                               scoring="roc_auc" if binary else "roc_auc_ovr",
                               cv=StratifiedKFold(inner, shuffle=True, random_state=seed), error_score=np.nan)
         with warnings.catch_warnings():  # a feature constant in an inner fold has F = 0/0: SelectKBest ranks it last
             warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
             search.fit(x, y)
         for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
-            table.append({"k": params["selectkbest__k"], "C": params["logisticregression__C"], "auc": float(score)})
+            table.append({"k": params["selectkbest__k"], "C": params[f"{step}__C"], "auc": float(score)})
         finite = [row for row in table if not math.isnan(row["auc"])]
         if finite:
             n_features = x.shape[1]
             top = max(finite, key=lambda r: (r["auc"], -(n_features if r["k"] == "all" else r["k"]), r["C"]))
             best = {"k": top["k"], "C": top["C"]}
+    model = make_classifier(arch, best["C"], int(opts["max_iter"]), seed, best["k"], binary)
+    if arch == "connectome-svc":
+        return calibrate(model, x, y, inner, seed), best, table
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
-        model = make_classifier(best["C"], int(opts["max_iter"]), seed, best["k"], binary).fit(x, y)
-    return model, best, table
+        return model.fit(x, y), best, table
 
 
-def _proba(model: Pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
+def _proba(model: BaseEstimator, x: np.ndarray, n_classes: int) -> np.ndarray:
     """Class probabilities with one column per class, also when a class was absent in training."""
     prob = np.zeros((len(x), n_classes))
     prob[:, model.classes_] = model.predict_proba(x)
@@ -128,10 +172,10 @@ def _proba(model: Pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
 
 def train_classical(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConfig,
                     output_dir: Path) -> GroupResult:
-    """Cross-validate the connectome + T1w logistic regression and write the group outputs."""
+    """Cross-validate the connectome + T1w linear classifier of ``cfg.model.arch`` and write the group outputs."""
     if not entries:
         raise AppError("no cached samples to train on", ExitCode.DATA_ERROR, hint="run the participant level first")
-    tc, seed, opts = cfg.train, cfg.execution.random_seed, options(dict(cfg.model.overrides))
+    tc, seed, opts = cfg.train, cfg.execution.random_seed, options(dict(cfg.model.overrides), cfg.model.arch)
     participants = sorted({participant_of(e) for e in entries})
     phenotype = _normalise_index(phenotype)
     labels = derive_labels(phenotype, participants, label_column=tc.label_column, classes=list(tc.classes),
@@ -144,19 +188,19 @@ def train_classical(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunC
     per_fold: dict[str, dict[str, float]] = {}
     chosen: dict[str, dict[str, Any]] = {}
     for split in folds:
-        model, chosen[split.name], _ = fit_split(features, labels, split, opts, seed)
+        model, chosen[split.name], _ = fit_split(features, labels, split, opts, seed, cfg.model.arch)
         x_te, y_te = _stack(features, labels, split.test)
         prob = _proba(model, x_te, len(labels.classes))
         per_fold[split.name] = classification_metrics(y_te, prob)
         rows += _oof_rows(split, prob, y_te, labels.classes)
-    final_model, chosen["final"], _ = fit_split(features, labels, final, opts, seed)
+    final_model, chosen["final"], _ = fit_split(features, labels, final, opts, seed, cfg.model.arch)
     summary = summarise(list(per_fold.values()))
     bundle = Path(output_dir) / "models" / f"model-{cfg.model.arch}"
     result = GroupResult(bundle, labels.classes, per_fold, summary, pd.DataFrame(rows), labels.excluded, folds, final)
     _write_outputs(Path(output_dir), result, labels, chosen)
-    _write_model(bundle, final_model, parc, labels, cfg, chosen)
-    log.info("connectome-logreg: cross-validated ROC-AUC %.3f ± %.3f over %d folds (%d features)",
-             summary["roc_auc"]["mean"], summary["roc_auc"]["sd"], len(folds), len(parc.feature_names()))
+    _write_model(bundle, final_model, parc, labels, cfg, chosen, result, entries)
+    log.info("%s: cross-validated ROC-AUC %.3f ± %.3f over %d folds (%d features)",
+             cfg.model.arch, summary["roc_auc"]["mean"], summary["roc_auc"]["sd"], len(folds), len(parc.feature_names()))
     return result
 
 
@@ -188,19 +232,25 @@ def _write_outputs(output_dir: Path, result: GroupResult, labels: Labels, chosen
     roc_pr_figures(result.oof, result.classes, group / "figures")
 
 
-def _write_model(bundle: Path, model: Pipeline, parc: Parcellation, labels: Labels, cfg: RunConfig,
-                 chosen: dict[str, dict[str, Any]]) -> Path:
-    """The final model as plain JSON (no pickle): scaler mean/scale (all features), the indices kept
-    by the selection, coefficients over those, intercepts, and the feature description."""
-    scaler: StandardScaler = model.named_steps["standardscaler"]
-    selected = np.flatnonzero(model.named_steps["selectkbest"].get_support())
-    clf: LogisticRegression = model.named_steps["logisticregression"]
-    path = bundle / "classical-model.json"
+def _write_model(bundle: Path, model: BaseEstimator, parc: Parcellation, labels: Labels, cfg: RunConfig,
+                 chosen: dict[str, dict[str, Any]], result: GroupResult, entries: list[EntryLike]) -> Path:
+    """The final model as plain JSON (no pickle, :func:`m2m_bids.classical.model.export`) with what
+    the participant level needs to apply it safely: the feature description (atlas, regions), the
+    grid, the preprocessing parameters (refused when new data differ) and the splits (participants
+    of the final model's training set are refused unless allowed)."""
+    from m2m_bids.training.outputs import cache_provenance, package_versions
+
+    path = bundle / CARD_FILE
     write_json_atomic(path, {
-        "arch": cfg.model.arch, "classes": labels.classes, "fitted_classes": [int(c) for c in clf.classes_],
+        "arch": cfg.model.arch, "classes": labels.classes,
+        "positive_class": labels.classes[-1] if len(labels.classes) == 2 else None,
+        "label_column": cfg.train.label_column, "label_rule": cfg.train.label_rule,
         "parameters": chosen["final"], "features": {**describe(parc), "names": parc.feature_names()},
-        "selected_features": selected.tolist(),
-        "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
-        "coef": clf.coef_.tolist(), "intercept": clf.intercept_.tolist(),
-        "seed": cfg.execution.random_seed, "folds": cfg.train.folds})
+        "model": export(model, cfg.model.arch),
+        "grid": {"shape": list(parc.labels.shape), "affine": parc.affine.tolist()},
+        "preproc": cfg.preproc.model_dump(mode="json"), "cache": cache_provenance(entries),
+        "splits": {"folds": [s.to_dict() for s in result.splits],
+                   "final": result.final_split.to_dict() if result.final_split else None},
+        "excluded": labels.excluded, "metrics": {"summary": result.summary, "per_fold": result.per_fold},
+        "seed": cfg.execution.random_seed, "folds": cfg.train.folds, "versions": package_versions()})
     return path

@@ -68,24 +68,39 @@ def grid_affine(entry: EntryLike) -> np.ndarray:
     return np.asarray(affine, dtype=float)
 
 
-def make_parcellation(entry: EntryLike, atlas: str = "aal", min_voxels: int = MIN_VOXELS) -> Parcellation:
-    """Resample ``atlas`` onto the grid of ``entry`` and keep the regions with enough in-mask voxels."""
+def _atlas_on_grid(atlas: str, shape: tuple[int, ...], affine: np.ndarray) -> tuple[str, np.ndarray, Any]:
+    """(atlas name, integer labels on the grid, look-up table index -> name) of a bundled atlas."""
     from m2m_bids.atlases import load_atlas
 
+    loaded = load_atlas(atlas, target=nib.Nifti1Image(np.zeros(shape, dtype=np.uint8), affine))
+    return loaded.name, np.asarray(loaded.image.dataobj).astype(np.int32), loaded.labels.set_index("index")["name"]
+
+
+def make_parcellation(entry: EntryLike, atlas: str = "aal", min_voxels: int = MIN_VOXELS) -> Parcellation:
+    """Resample ``atlas`` onto the grid of ``entry`` and keep the regions with enough in-mask voxels."""
     shape = tuple(int(s) for s in entry.load("smri").shape[:3])
-    target = nib.Nifti1Image(np.zeros(shape, dtype=np.uint8), grid_affine(entry))
-    loaded = load_atlas(atlas, target=target)
-    labels = np.asarray(loaded.image.dataobj).astype(np.int32)
+    name, labels, table = _atlas_on_grid(atlas, shape, grid_affine(entry))
     mask = np.asarray(entry.load("mask")) > 0
     counts = np.bincount(labels[mask].ravel(), minlength=int(labels.max()) + 1)
-    table = loaded.labels.set_index("index")["name"]
     keep = [int(i) for i in table.index if i < len(counts) and counts[i] >= min_voxels]
     if len(keep) < 2:
         raise AppError(f"only {len(keep)} region(s) of atlas {atlas!r} fall inside the brain mask of the grid",
                        ExitCode.DATA_ERROR, hint="use a larger grid (preproc grid_shape/resolution_mm)")
     log.info("atlas %s: %d of %d regions on the %s grid", atlas, len(keep), len(table), shape)
-    return Parcellation(atlas=loaded.name, labels=labels, affine=grid_affine(entry), indices=tuple(keep),
+    return Parcellation(atlas=name, labels=labels, affine=grid_affine(entry), indices=tuple(keep),
                         names=tuple(str(table[i]) for i in keep))
+
+
+def parcellation_from_card(features: dict[str, Any], shape: tuple[int, ...], affine: np.ndarray) -> Parcellation:
+    """The training parcellation again, from :func:`describe`'s record and the model's grid.
+
+    The regions are the recorded ones (not those that happen to fall in a new participant's
+    mask), so a new participant's features line up with the coefficients one for one.
+    """
+    name, labels, _ = _atlas_on_grid(str(features["atlas"]), shape, np.asarray(affine, float))
+    return Parcellation(atlas=name, labels=labels, affine=np.asarray(affine, float),
+                        indices=tuple(int(i) for i in features["region_indices"]),
+                        names=tuple(str(n) for n in features["regions"]))
 
 
 def _region_operator(parc: Parcellation, mask: np.ndarray) -> sparse.csr_matrix:

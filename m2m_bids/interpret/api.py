@@ -20,7 +20,7 @@ import torch
 
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.interpret.bundle import Bundle, check_entry, load_bundle
+from m2m_bids.interpret.bundle import Bundle, TrainedOn, check_entry, load_bundle
 from m2m_bids.interpret.inference import meta_value, score_run
 from m2m_bids.interpret.naming import res_label
 from m2m_bids.interpret.participant import AtlasGrid, Context, apply_session
@@ -85,13 +85,13 @@ def tabular_features(bundle: Bundle, bids_dir: Path, labels: list[str]) -> dict[
     return dict(zip(labels, encoder.transform(rows)))
 
 
-def check_leakage(bundle: Bundle, label: str, allow: bool) -> bool:
+def check_leakage(bundle: TrainedOn, label: str, allow: bool) -> bool:
     """True if ``label`` trained the model; refuses (exit 65) unless ``allow``."""
     if label not in bundle.training_participants:
         return False
     if not allow:
         raise AppError(f"sub-{label} was in the training set of this model; its prediction would be optimistic "
-                       "(data leakage)", ExitCode.DATA_ERROR, path=str(bundle.path / "model-card.json"),
+                       "(data leakage)", ExitCode.DATA_ERROR, path=str(bundle.card_path),
                        hint="apply the model to participants it was not trained on, or pass "
                             "--allow-training-participants to do it anyway (outputs are then flagged)")
     log.warning("sub-%s was in the training set of this model: its outputs are flagged in_training_set", label)
@@ -139,6 +139,12 @@ def apply_model(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dict[st
     if not entries:
         log.info("no cached sample to apply the model to")
         return {}
+    from m2m_bids.classical import is_classical_bundle
+
+    if is_classical_bundle(Path(bundle_dir)):  # scikit-learn baseline: no torch model, same outputs
+        from m2m_bids.classical.apply import apply_classical
+
+        return apply_classical(Path(bundle_dir), entries, cfg)
     device = resolve_device(cfg.execution.device)
     bundle = load_bundle(Path(bundle_dir), device)
     ctx = build_context(bundle, entries, cfg)
@@ -161,11 +167,11 @@ def apply_model(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dict[st
             break
     if rows:
         update_predictions(cfg.execution.output_dir, pd.concat(rows, ignore_index=True), bundle.classes)
-    _bidsignore(cfg)
+    bidsignore(cfg)
     return failures
 
 
-def _bidsignore(cfg: RunConfig) -> None:
+def bidsignore(cfg: RunConfig) -> None:
     """List the explanation outputs in ``.bidsignore`` (the derivatives writer owns the file)."""
     try:
         from m2m_bids.bids.derivatives import DerivativesWriter

@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -58,15 +58,34 @@ class Bundle:
         return f"{self.arch}@{digest}" if digest else self.arch
 
     @property
+    def card_path(self) -> Path:
+        return self.path / "model-card.json"
+
+    @property
     def training_participants(self) -> set[str]:
         """Participants whose data trained the final model (its train and validation sets)."""
-        final = (self.card.get("splits") or {}).get("final") or {}
-        ids = list(final.get("train", [])) + list(final.get("val", []))
-        return {p[4:] if str(p).startswith("sub-") else str(p) for p in ids}
+        return training_participants(self.card)
 
     @property
     def preproc(self) -> dict[str, Any]:
         return dict(self.card.get("preproc") or {})
+
+
+class TrainedOn(Protocol):
+    """What the leakage check needs of a bundle (torch :class:`Bundle` or a classical model)."""
+
+    @property
+    def card_path(self) -> Path: ...
+
+    @property
+    def training_participants(self) -> set[str]: ...
+
+
+def training_participants(card: dict[str, Any]) -> set[str]:
+    """Participants of a card's final split (train + validation): their predictions would be optimistic."""
+    final = (card.get("splits") or {}).get("final") or {}
+    ids = list(final.get("train", [])) + list(final.get("val", []))
+    return {p[4:] if str(p).startswith("sub-") else str(p) for p in ids}
 
 
 def read_card(bundle_dir: Path) -> dict[str, Any]:
@@ -135,12 +154,11 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def check_entry(bundle: Bundle, entry: Any, run_preproc: dict[str, Any]) -> None:
-    """Refuse (exit 65) cached tensors that were not preprocessed as the model's training data.
+def entry_preproc(entry: Any, run_preproc: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing parameters of a cached entry: this run's, overridden by those stored with it.
 
     ``run_preproc`` are the parameters of this run (they are part of the cache key, so they
     describe the cached tensors); parameters stored in the entry's metadata win where present.
-    The tensor shape is checked against the model's input size too.
     """
     from m2m_bids.interpret.inference import meta_value
 
@@ -148,13 +166,27 @@ def check_entry(bundle: Bundle, entry: Any, run_preproc: dict[str, Any]) -> None
     stored = meta_value(entry, "preproc")
     if isinstance(stored, dict):
         used.update(stored)
-    diffs = preproc_differences(bundle.preproc, used)
+    return used
+
+
+def refuse_mismatch(diffs: list[str], entry: Any, card_file: str = "model-card.json") -> None:
+    """Exit 65 naming every difference (``name: model=<a>, data=<b>``), when there is one."""
+    if diffs:
+        raise AppError("the cached tensors were preprocessed differently from the model's training data ("
+                       + "; ".join(diffs) + ")", ExitCode.DATA_ERROR, path=str(getattr(entry, "path", "")),
+                       hint=f"re-run the participant level with the model's preprocessing options "
+                            f"(see 'preproc' in {card_file}), e.g. --config-file with those values")
+
+
+def check_entry(bundle: Bundle, entry: Any, run_preproc: dict[str, Any]) -> None:
+    """Refuse (exit 65) cached tensors that were not preprocessed as the model's training data.
+
+    Parameters come from :func:`entry_preproc`; the tensor shape is checked against the model's
+    input size too.
+    """
+    diffs = preproc_differences(bundle.preproc, entry_preproc(entry, run_preproc))
     img_size = tuple(bundle.model.config.img_size)  # type: ignore[attr-defined]
     shape = tuple(np.shape(entry.load("smri" if "smri" in bundle.model.config.modalities else "fmri"))[:3])  # type: ignore[attr-defined]
     if shape != img_size:
         diffs.append(f"grid_shape: model={list(img_size)}, data={list(shape)}")
-    if diffs:
-        raise AppError("the cached tensors were preprocessed differently from the model's training data ("
-                       + "; ".join(diffs) + ")", ExitCode.DATA_ERROR, path=str(getattr(entry, "path", "")),
-                       hint="re-run the participant level with the model card's preprocessing options "
-                            "(see 'preproc' in model-card.json), e.g. --config-file with those values")
+    refuse_mismatch(diffs, entry)

@@ -16,6 +16,7 @@ PREDICTIONS_SIDECAR = {
     "session_id": {"Description": "session label, n/a when the dataset has no sessions"},
     "predicted_label": {"Description": "class with the highest probability"},
     "n_windows": {"Description": "fMRI windows averaged (every window of every run of the session)"},
+    "n_runs": {"Description": "runs whose features were averaged (classical archs, which read whole runs)"},
     "model_id": {"Description": "<arch>@<first 12 hex digits of the weights' SHA-256>"},
     "in_training_set": {"Description": "true if the participant trained the final model (optimistic prediction)"},
 }

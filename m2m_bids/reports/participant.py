@@ -50,6 +50,7 @@ class SessionView:
     maps: list[MapView] = field(default_factory=list)
     states: list[StateView] = field(default_factory=list)
     predictions_tsv: Path | None = None
+    caveats: str | None = None  # shown above the maps; None: the attention/saliency caveats
 
 
 CAVEATS = (
@@ -65,15 +66,16 @@ def _prediction_section(view: SessionView, model_id: str, in_training: bool) -> 
     warn = ('<p class="warn">This participant was in the model\'s training data: the prediction is '
             'optimistic (data leakage) and must not be used as an evaluation.</p>' if in_training else "")
     probs = pd.DataFrame({"class": list(view.probabilities), "probability": list(view.probabilities.values())})
+    basis = f"{p['n_runs']} run(s)" if "n_runs" in p else f"{p.get('n_windows')} window(s)"
     return (f"<h3>Prediction</h3>{warn}<p class=\"big\">{esc(p.get('predicted_label'))}</p>"
-            f"<p class=\"note\">model {esc(model_id)}; {esc(p.get('n_windows'))} window(s) averaged</p>"
+            f"<p class=\"note\">model {esc(model_id)}; {esc(basis)} averaged</p>"
             + table(probs) + figure(view.probability_figure, "class probabilities"))
 
 
 def _maps_section(view: SessionView) -> str:
     if not view.maps:
         return "<h3>Maps</h3><p>No spatial map was produced for this model.</p>"
-    parts = ["<h3>Where the model looked</h3>", f'<p class="note">{esc(CAVEATS)}</p>']
+    parts = ["<h3>Where the model looked</h3>", f'<p class="note">{esc(view.caveats or CAVEATS)}</p>']
     for m in view.maps:
         cols = [c for c in ("rank", "name", "mean", "n_voxels") if c in m.table.columns]
         parts.append(f"<h4>{esc(m.title)}</h4>" + figure(m.figure, m.title) + table(m.table[cols]))

@@ -68,11 +68,11 @@ def test_learns_planted_coupling_or_atrophy_with_the_deep_models_folds(cache, tm
     assert (out / "figures" / "roc.svg").stat().st_size > 1000
     model = json.loads((cfg.execution.output_dir / "models" / "model-connectome-logreg"
                         / "classical-model.json").read_text())
-    kept = [model["features"]["names"][i] for i in model["selected_features"]]
+    kept = [model["features"]["names"][i] for i in model["model"]["selected_features"]]
     planted = ("Precuneus", "Angular") if "decoupling" in effect else ("Hippocampus", "ParaHippocampal")
     assert any(all(region in name for region in planted) if "decoupling" in effect
                else any(region in name for region in planted) for name in kept)
-    assert len(model["coef"][0]) == len(kept)
+    assert len(model["model"]["coef"][0]) == len(kept)
 
 
 def test_options_and_a_grid_without_affine_are_clear_errors(cache, tmp_path):
@@ -100,4 +100,4 @@ def test_three_classes_one_vs_rest(cache, tmp_path):
     assert 0.0 <= result.summary["roc_auc"]["mean"] <= 1.0
     model = json.loads((cfg.execution.output_dir / "models" / "model-connectome-logreg"
                         / "classical-model.json").read_text())
-    assert model["classes"] == ["CN", "MCI", "AD"] and len(model["coef"]) == 3
+    assert model["classes"] == ["CN", "MCI", "AD"] and len(model["model"]["coef"]) == 3

@@ -163,7 +163,7 @@ def test_app_error_codes_for_leakage():
 
     class FakeCard:  # only the attributes check_leakage reads
         training_participants = {"01"}
-        path = Path("/m")
+        card_path = Path("/m/model-card.json")
 
     with pytest.raises(AppError) as err:
         check_leakage(FakeCard(), "01", allow=False)  # type: ignore[arg-type]
