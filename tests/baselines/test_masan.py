@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from planted import arch_config, build_planted
 
+from m2m_bids.interpret.api import apply_model
 from m2m_bids.models import ModelOutput, create_model, list_models, model_info
 from m2m_bids.models.baselines.masan import PatchAutoencoder, from_regions, level_channels, to_regions
 from m2m_bids.training.api import train_group
@@ -82,6 +84,9 @@ def test_regions_round_trip_in_raster_order():
 
 
 def test_bad_sizes_missing_inputs_and_modalities_are_clear_errors():
+    model = create_model("masan", num_classes=2, img_size=(32, 16, 16), frames=4, preset="tiny")  # non-cubic
+    out = model(fmri=torch.randn(1, 1, 32, 16, 16, 4), smri=torch.randn(1, 1, 32, 16, 16, 1))
+    assert out.logits.shape == (1, 2) and out.spatial_attention["smri"].shape == (1, 4, 4, 4)
     with pytest.raises(ValueError, match=r"img_size \(20, 16, 16\).*= 16"):
         create_model("masan", num_classes=2, img_size=(20, 16, 16), frames=4, preset="tiny")
     with pytest.raises(ValueError, match=r"img_size \(48, 48, 48\).*= 32"):
@@ -145,8 +150,18 @@ def test_pretraining_epochs_keep_the_classification_gradient_out_of_the_autoenco
 def test_group_training_learns_the_planted_signal(cache, tmp_path):
     """``--arch masan`` through train_group (with one autoencoder pre-training epoch) on atrophy + BOLD amplitude."""
     entries, phenotype = build_planted(cache, n_per_class=10, frames=8, atrophy=2.0, amplitude=2.0, seed=1)
-    cfg = arch_config(tmp_path, "masan", overrides={"ae_pretrain_epochs": 1})
+    cfg = arch_config(tmp_path, "masan", overrides={"ae_pretrain_epochs": 1}, epochs=4)
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
     assert result.summary["roc_auc"]["mean"] >= 0.8, result.summary
-    card = json.loads((cfg.execution.output_dir / "models" / "model-masan" / "model-card.json").read_text())
+    out = cfg.execution.output_dir
+    bundle = out / "models" / "model-masan"
+    card = json.loads((bundle / "model-card.json").read_text())
     assert card["arch"] == "masan" and card["model"]["config"]["ae_pretrain_epochs"] == 1
+
+    held_out, _ = build_planted(cache, n_per_class=1, frames=8, atrophy=2.0, amplitude=2.0, seed=9, first=31)
+    execution = cfg.execution.model_copy(update={"analysis_level": "participant"})
+    assert apply_model(bundle, held_out, cfg.model_copy(update={"execution": execution})) == {}
+    table = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert table.loc[1, "prob_AD"] > table.loc[0, "prob_AD"]  # sub-32 is AD, sub-31 CN
+    anat = out / "sub-32" / "ses-1" / "anat"  # region self-attention, upsampled to the image
+    assert (anat / "sub-32_ses-1_space-MNI152NLin2009aSym_res-6_stat-attention_desc-T1w_statmap.nii.gz").is_file()
