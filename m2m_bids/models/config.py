@@ -40,6 +40,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "masan_code_channels": 8,
         "masan_groups": 2,
         "masan_hidden": 16,
+        "siamese_channels": (2, 4),  # siamese: shared branch 2 -> 4 channels, 16 -> 4 -> mask 16
+        "siamese_hidden": 16,
+        "siamese_embed": 4,
+        "siamese_attention_hidden": 16,
     },
     "swift4": {  # the SwiFT reference default: 4 stages [2,2,6,2], global attention in the last
         "depths": (2, 2, 6, 2),
@@ -119,6 +123,17 @@ class ModelConfig:
     recon_weight_fmri: float = 0.5
     sparsity_weight: float = 0.01
     ae_pretrain_epochs: int = 0
+    # --- siamese (Arco et al.; models/baselines/siamese.py) -------------------------------------
+    functional_map: str = "auto"
+    atlas: str = "aal"
+    grid_affine: tuple[float, ...] = ()
+    siamese_min_voxels: int = 8
+    siamese_channels: tuple[int, ...] = (8, 16)
+    siamese_hidden: int = 1024
+    siamese_embed: int = 20
+    siamese_attention_hidden: int = 256
+    hinge_weight: float = 1.0
+    siamese_pretrain_epochs: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -142,9 +157,9 @@ def valid_keys() -> list[str]:
 
 
 _TUPLE_FIELDS = {"img_size", "modalities", "depths", "num_heads", "window_size", "first_window_size",
-                 "cnn_channels", "frame_channels"}
+                 "cnn_channels", "frame_channels", "grid_affine", "siamese_channels"}
 #: Convolutional archs: no patch/window tiling, so the Swin divisibility check does not apply.
-UNTILED_ARCHS = frozenset({"cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d", "masan"})
+UNTILED_ARCHS = frozenset({"cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d", "masan", "siamese"})
 
 
 def build_config(arch: str, overrides: Mapping[str, Any]) -> ModelConfig:

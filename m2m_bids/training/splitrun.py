@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,20 @@ class SplitRunner:
         mc = self.cfg.model
         return create_model(mc.arch, num_classes=len(self.labels.classes), img_size=self.img_size,
                             frames=mc.window_frames, n_tabular=n_tabular, modalities=self.modalities,
-                            **mc.overrides)
+                            **self.data_overrides)
+
+    @cached_property
+    def data_overrides(self) -> dict[str, Any]:
+        """``model.overrides`` plus what a model card must record about the data: the grid affine
+        (models that place an atlas on the grid) and what ``functional_map = "auto"`` resolves to
+        (``pet`` when every run has a PET map, else ``falff``)."""
+        overrides = dict(self.cfg.model.overrides)
+        affine = self.entries[0].meta.get("affine")
+        if affine is not None:
+            overrides.setdefault("grid_affine", [float(v) for v in np.ravel(affine)])
+        if overrides.get("functional_map", "auto") == "auto":
+            overrides["functional_map"] = "pet" if all(_has_tensor(e, "pet") for e in self.entries) else "falff"
+        return overrides
 
     def _records(self, ids: tuple[str, ...], tab: dict[str, np.ndarray]) -> list[RunRecord]:
         wanted = set(ids)
@@ -139,6 +153,14 @@ class SplitRunner:
         barrier(self.dist)
         test_logits = broadcast_object(test_logits, self.dist)
         return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits)
+
+
+def _has_tensor(entry: EntryLike, name: str) -> bool:
+    try:
+        entry.load(name)
+    except (KeyError, FileNotFoundError):
+        return False
+    return True
 
 
 def _read_result(path: Path) -> dict[str, Any]:

@@ -10,6 +10,13 @@ AAL2 on them. Class 1 ("AD") differs from class 0 ("CN") by up to three independ
   generator's "precuneus-angular" coupling loss);
 - ``amplitude``: a larger BOLD fluctuation in the middle cingulate in AD (increased BOLD variability).
 
+Every entry also holds the per-run maps ``gm``, ``falff``, ``alff``, ``bold_mean`` (and ``pet`` with
+``pet=True``), drawn from their own random stream so the tensors above do not change, with two more
+effects for AD:
+
+- ``gm_atrophy``: lower grey-matter probability in the ``atrophy`` regions;
+- ``hypometabolism``: lower ``falff``, ``alff`` and ``pet`` in both precunei (the FDG-PET hallmark).
+
 Everything else is i.i.d. noise. Participants 3, 6, 9, ... have two sessions.
 """
 
@@ -33,6 +40,7 @@ ATROPHY = ("Hippocampus_L", "Hippocampus_R", "ParaHippocampal_L", "ParaHippocamp
 COUPLED_A = ("Precuneus_L", "Precuneus_R")
 COUPLED_B = ("Angular_L", "Angular_R")
 AMPLITUDE = ("Cingulate_Mid_L", "Cingulate_Mid_R")
+HYPOMETABOLISM = ("Precuneus_L", "Precuneus_R")
 
 
 def grid_masks() -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -40,7 +48,8 @@ def grid_masks() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     grid = make_grid(RESOLUTION, SHAPE)
     atlas = load_atlas("aal", target=nib.Nifti1Image(np.zeros(SHAPE, np.uint8), grid.affine))
     masks = {"atrophy": atlas.mask(list(ATROPHY)), "a": atlas.mask(list(COUPLED_A)),
-             "b": atlas.mask(list(COUPLED_B)), "amplitude": atlas.mask(list(AMPLITUDE))}
+             "b": atlas.mask(list(COUPLED_B)), "amplitude": atlas.mask(list(AMPLITUDE)),
+             "hypometabolism": atlas.mask(list(HYPOMETABOLISM))}
     return grid.affine, masks
 
 
@@ -59,14 +68,30 @@ def make_run(rng: np.random.Generator, label: int, frames: int, masks: dict[str,
             "mask": np.ones(SHAPE, dtype=np.uint8)}
 
 
+def make_maps(rng: np.random.Generator, label: int, masks: dict[str, np.ndarray], *, gm_atrophy: float,
+              hypometabolism: float, pet: bool) -> dict[str, np.ndarray]:
+    """Per-run maps (X,Y,Z) float16; the effects are in units of the voxel noise SD."""
+    def noisy(mean: float, sd: float, drop: np.ndarray | float = 0.0) -> np.ndarray:
+        return (mean + sd * (rng.normal(0.0, 1.0, SHAPE) - drop)).astype(np.float16)
+
+    hypo = hypometabolism * label * masks["hypometabolism"]
+    maps = {"gm": np.clip(noisy(0.6, 0.1, gm_atrophy * label * masks["atrophy"]), 0, 1),
+            "falff": noisy(0.3, 0.05, hypo), "alff": noisy(1.0, 0.2, hypo), "bold_mean": noisy(100.0, 10.0)}
+    if pet:
+        maps["pet"] = noisy(1.0, 0.1, hypo)
+    return maps
+
+
 def build_planted(cache: Any, n_per_class: int = 10, *, frames: int = 8, atrophy: float = 0.0,
-                  decoupling: float = 0.0, amplitude: float = 0.0, seed: int = 0,
+                  decoupling: float = 0.0, amplitude: float = 0.0, gm_atrophy: float = 0.0,
+                  hypometabolism: float = 0.0, pet: bool = False, seed: int = 0,
                   first: int = 1) -> tuple[list[Any], pd.DataFrame]:
     """Cache entries and a participants table (index: label; diagnosis CN/AD, age, sex).
 
     Participant labels count up from ``first`` (a second call with another ``first`` gives held-out people).
     """
     rng = np.random.default_rng(seed)
+    map_rng = np.random.default_rng([seed, 1])  # own stream: the fmri/smri tensors stay as they were
     affine, masks = grid_masks()
     entries, rows = [], {}
     for i in range(2 * n_per_class):
@@ -75,8 +100,11 @@ def build_planted(cache: Any, n_per_class: int = 10, *, frames: int = 8, atrophy
             meta = {"participant": participant, "session": ses, "task": "rest", "run": None,
                     "repetition_time": 2.0, "affine": affine.tolist(), "grid_shape": list(SHAPE),
                     "resolution_mm": RESOLUTION, "params_hash": "planted", "preproc": {"grid_shape": list(SHAPE)}}
-            key = hashlib.sha256(f"planted-{seed}-{participant}-{ses}-{atrophy}-{decoupling}-{amplitude}".encode())
+            key = hashlib.sha256(f"planted-{seed}-{participant}-{ses}-{atrophy}-{decoupling}-{amplitude}-"
+                                 f"{gm_atrophy}-{hypometabolism}-{pet}".encode())
             run = make_run(rng, label, frames, masks, atrophy=atrophy, decoupling=decoupling, amplitude=amplitude)
+            run.update(make_maps(map_rng, label, masks, gm_atrophy=gm_atrophy, hypometabolism=hypometabolism,
+                                 pet=pet))
             entries.append(cache.put(key.hexdigest(), run, meta))
         rows[participant] = {"diagnosis": ["CN", "AD"][label], "age": float(rng.normal(70, 5)),
                              "sex": ["F", "M"][int(rng.integers(2))]}

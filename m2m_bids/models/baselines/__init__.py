@@ -7,3 +7,4 @@ torch model; it lives in :mod:`m2m_bids.classical`.
 
 from m2m_bids.models.baselines import cnn_rnn as _cnn_rnn  # noqa: F401  (registers the CNN-RNN archs)
 from m2m_bids.models.baselines import masan as _masan  # noqa: F401  (registers masan)
+from m2m_bids.models.baselines import siamese as _siamese  # noqa: F401  (registers "siamese")
