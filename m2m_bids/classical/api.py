@@ -94,25 +94,51 @@ def make_classifier(arch: str, c: float, max_iter: int, seed: int, k_best: int |
     return make_pipeline(StandardScaler(), SelectKBest(f_classif, k=k_best), clf)
 
 
-def calibrate(model: Pipeline, x: np.ndarray, y: np.ndarray, inner: int, seed: int) -> BaseEstimator:
+def calibrate(model: Pipeline, x: np.ndarray, y: np.ndarray, inner: int, seed: int) -> CalibratedClassifierCV:
     """Platt scaling of a linear SVC: a sigmoid per class on out-of-fold decision values.
 
-    Why Platt: the SVC's decision value ranks participants (enough for ROC-AUC) but is no
-    probability, and PR-AUC thresholds, accuracy (argmax) and the participant predictions need
-    one. A sigmoid has two parameters per class, the most that a few tens of participants can fit
-    (isotonic regression needs far more); fitting it on decision values of participants the SVC
-    did not see (the same inner stratified folds that chose ``k`` and ``C``, ``ensemble=False``:
-    one SVC refitted on everyone, one sigmoid) avoids the overconfidence of in-sample values.
-    When a class has a single participant there are no inner folds, and the sigmoid is fitted on
-    the in-sample decision values (logged).
+    Why Platt: the SVC's decision value ranks participants but is no probability, and PR-AUC,
+    accuracy (argmax) and the participant predictions need one. A sigmoid has two parameters per
+    class, the most that a few tens of participants can fit (isotonic regression needs far more);
+    fitting it on decision values of participants the SVC did not see (the same inner stratified
+    folds that chose ``k`` and ``C``, ``ensemble=False``: one SVC refitted on everyone, one sigmoid
+    per class) avoids the overconfidence of in-sample values. The sigmoid is constrained to
+    increase with the decision value (:func:`_monotone`). When a class has a single participant
+    there are no inner folds, and the sigmoid is fitted on the in-sample decision values (logged).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
         if inner >= 2:
-            return CalibratedClassifierCV(model, method="sigmoid", ensemble=False,
-                                          cv=StratifiedKFold(inner, shuffle=True, random_state=seed)).fit(x, y)
-        log.warning("connectome-svc: a class has one participant; Platt scaling fitted in-sample (overconfident)")
-        return CalibratedClassifierCV(FrozenEstimator(model.fit(x, y)), method="sigmoid").fit(x, y)
+            calibrated = CalibratedClassifierCV(model, method="sigmoid", ensemble=False,
+                                                cv=StratifiedKFold(inner, shuffle=True, random_state=seed)).fit(x, y)
+        else:
+            log.warning("connectome-svc: a class has one participant; Platt scaling fitted in-sample (overconfident)")
+            calibrated = CalibratedClassifierCV(FrozenEstimator(model.fit(x, y)), method="sigmoid").fit(x, y)
+    _monotone(calibrated, y)
+    return calibrated
+
+
+def _monotone(calibrated: CalibratedClassifierCV, y: np.ndarray) -> None:
+    """Constrain each sigmoid ``1 / (1 + exp(a d + b))`` to ``a <= 0`` (probability rising with ``d``).
+
+    With a few participants per inner fold, the out-of-fold decision values can fall the wrong
+    way by chance, and an unconstrained fit then inverts the SVC's ranking (a perfectly ranked
+    test fold scored ROC-AUC 0 in our planted data). Platt's log-loss is convex in (a, b), so when
+    the unconstrained optimum has ``a > 0`` the constrained one has ``a = 0``: every participant
+    gets the class's (Platt-smoothed) base rate, i.e. "the held-out evidence does not support
+    this SVC's ranking". Modifies the fitted calibrators in place.
+    """
+    (fitted,) = calibrated.calibrated_classifiers_
+    classes = fitted.estimator.classes_
+    positives = classes[1:] if len(classes) == 2 else classes
+    for calibrator, positive in zip(fitted.calibrators, positives):
+        if calibrator.a_ <= 0:
+            continue
+        n_pos, n = int(np.sum(y == positive)), len(y)
+        target = (n_pos * (n_pos + 1) / (n_pos + 2) + (n - n_pos) / (n - n_pos + 2)) / n  # mean Platt target
+        calibrator.a_, calibrator.b_ = 0.0, float(-np.log(target / (1 - target)))
+        log.info("connectome-svc: out-of-fold decision values do not rise with class %s; its probability is "
+                 "the base rate %.2f", positive, target)
 
 
 def _stack(features: dict[str, np.ndarray], labels: Labels, ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

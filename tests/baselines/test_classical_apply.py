@@ -79,6 +79,30 @@ def test_the_json_model_gives_scikit_learns_probabilities(arch, n_classes):
     np.testing.assert_allclose(contributions.sum() + sign * linear.intercept[index], sign * linear.decision(x_new[:1])[0, index])
 
 
+def test_platt_sigmoid_never_inverts_the_svc_ranking():
+    """A sigmoid fitted the wrong way round (a > 0) is replaced by the constrained optimum a = 0."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import expit
+
+    from m2m_bids.classical.api import _monotone
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(13, 6)), np.array([0] * 6 + [1] * 7)
+    model = calibrate(make_classifier(SVC, 1.0, 5000, seed=0, k_best=3), x, y, inner=3, seed=0)
+    calibrator = model.calibrated_classifiers_[0].calibrators[0]
+    calibrator.a_ = 1.5  # what an unlucky out-of-fold fit gives: probability falling with the decision value
+    _monotone(model, y)
+    assert calibrator.a_ == 0.0
+    targets = np.where(y == 1, 8 / 9, 1 / 8)  # Platt's smoothed targets, 7 positives and 6 negatives
+
+    def log_loss(b: float) -> float:
+        p = expit(-b)
+        return float(-np.sum(targets * np.log(p) + (1 - targets) * np.log(1 - p)))
+
+    assert calibrator.b_ == pytest.approx(minimize_scalar(log_loss).x, abs=1e-5)
+    assert np.ptp(model.predict_proba(x)[:, 1]) == 0  # the base rate for everyone
+
+
 def test_region_values_split_each_edge_between_its_two_regions():
     # 3 regions: edges (0,1), (0,2), (1,2), then the three regional T1w means
     values = region_values(np.array([2.0, 4.0, 0.0, 10.0, 20.0, 30.0]), 3)
