@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -315,3 +316,45 @@ def test_cli_writes_refuses_and_forces(tmp_path):
     assert again.returncode == int(ExitCode.CANT_CREATE) and "--force" in again.stderr
     forced = subprocess.run(args + ["--force"], capture_output=True, text=True, timeout=300)
     assert forced.returncode == 0, forced.stderr
+
+
+def test_pet_layout_sidecar_truth_and_validator(tmp_path):
+    """``--pet``: a validator-clean static FDG PET per session in its own oblique low-resolution grid,
+    with uptake GM > WM > CSF, planted AD hypometabolism recorded, and every other image unchanged."""
+    exe = shutil.which("m2m-synth")
+    out = tmp_path / "pet"
+    args = [exe, str(out), "--n-participants", "2", "--n-volumes", "8", "--classes", "CN,AD", "--pet"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "FDG PET" in done.stdout
+    assert _validator_errors(out) == (0, [])
+    truth = _truth(out)
+    spec = SynthSpec.preset("tiny", n_participants=2, n_volumes=8, classes=("CN", "AD"), pet=True)
+    hypo = truth["effects"]["hypometabolism"]
+    assert hypo["CN"]["Precuneus_L"] == 0 < hypo["AD"]["Precuneus_L"]
+    assert set(hypo["AD"]) == set(truth["effects"]["atrophy"]["AD"])  # the same regions as the atrophy
+    src = build_sources(spec)
+    # tissue probabilities back from the source uptake: fdg = GM + 0.35 WM + 0.05 (brain - GM - WM)
+    wm_map = ((src.fdg - 0.95 * src.gm - 0.05 * src.mask) / 0.30).astype(np.float32)
+    for sub, rec in truth["participants"].items():
+        pet_rec = rec["sessions"]["none"]["pet"]
+        img = nib.load(out / pet_rec["path"])
+        side = json.loads((out / pet_rec["path"].replace(".nii.gz", ".json")).read_text())
+        assert img.shape == tuple(spec.pet_shape) + (spec.pet_frames,)
+        assert side["FrameDuration"] == [spec.pet_frame_duration] * spec.pet_frames and side["TracerName"] == "FDG"
+        assert np.allclose(img.affine, pet_rec["affine"], atol=1e-5)
+        assert abs(img.affine[1, 2]) > 0.1 and np.allclose(np.linalg.norm(img.affine[:3, :3], axis=0), spec.pet_zooms)
+        assert (rec["diagnosis"] == "AD") == (pet_rec["hypometabolism"]["Hippocampus_L"] > 0)
+        # the image's tissue contrast, read through the recorded geometry
+        ijk = np.indices(img.shape[:3]).reshape(3, -1)
+        mni = (np.asarray(pet_rec["scanner_to_mni"]) @ img.affine @ np.vstack([ijk, np.ones(ijk.shape[1])]))[:3]
+        gm, wm, mask = (sample_mni(v.astype(np.float32), src, mni) for v in (src.gm, wm_map, src.mask))
+        data = np.asarray(img.dataobj).mean(axis=-1).ravel()
+        grey, white = data[gm > 0.7].mean(), data[wm > 0.9].mean()
+        csf = data[(mask > 0.99) & (gm < 0.1) & (wm < 0.1)].mean()
+        assert grey > 1.5 * white and white > 1.2 * csf, (grey, white, csf)  # measured 1.7-1.8 and 1.4
+    plain = generate_dataset(tmp_path / "plain", replace(spec, pet=False))
+    mri = [p for p in sorted(out.rglob("*.nii.gz")) if p.parent.name != "pet"]
+    assert [p.relative_to(out) for p in mri] == [p.relative_to(plain) for p in sorted(plain.rglob("*.nii.gz"))]
+    for x, y in zip(mri, sorted(plain.rglob("*.nii.gz"))):  # PET is drawn last: the MRI is identical
+        np.testing.assert_array_equal(np.asarray(nib.load(x).dataobj), np.asarray(nib.load(y).dataobj))

@@ -33,13 +33,32 @@ class BoldRun:
 
 
 @dataclass(frozen=True)
+class PetImage:
+    """One PET image (3D, or 4D frames) with its sidecar metadata; optional in every session."""
+
+    path: Path
+    entities: dict[str, str]
+    metadata: dict[str, Any]
+
+    @property
+    def frame_durations(self) -> list[float] | None:
+        """``FrameDuration`` in seconds (weights of the frame average), or ``None`` when absent."""
+        value = self.metadata.get("FrameDuration")
+        if value is None:
+            return None
+        return [float(v) for v in (value if isinstance(value, list) else [value])]
+
+
+@dataclass(frozen=True)
 class SessionInputs:
-    """The T1w and BOLD runs of one session (``session`` is ``None`` for single-session datasets)."""
+    """The T1w, BOLD runs and optional PET of one session (``session`` is ``None`` for
+    single-session datasets)."""
 
     session: str | None
     t1w: Path
     bold_runs: tuple[BoldRun, ...]
     t1w_entities: dict[str, str] = field(default_factory=dict)
+    pet: PetImage | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Find each selected participant's T1w and BOLD runs with pybids, and check them.
+"""Find each selected participant's T1w, BOLD runs and optional PET with pybids, and check them.
 
 Selection follows the BIDS-Apps contract and fMRIPrep's conventions:
 
@@ -7,7 +7,7 @@ Selection follows the BIDS-Apps contract and fMRIPrep's conventions:
 * ``--exclude-participant-label`` removes participants; excluding everyone is ``NO_MATCH`` (18).
 * ``--session-label`` and ``--task`` restrict the files; files without a session are kept
   (execution spec: "files lacking the entity are still included").
-* ``--bids-filter-file`` is JSON keyed by query name, ``{"t1w": {...}, "bold": {...}}``, with
+* ``--bids-filter-file`` is JSON keyed by query name, ``{"t1w": {...}, "bold": {...}, "pet": {...}}``, with
   pybids entity filters; ``null`` means "entity absent" and ``"*"`` "any value".
 * Filters that select no file for any participant are ``NO_MATCH`` (18).
 
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, SessionInputs
+from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, PetImage, SessionInputs
 from m2m_bids.bids.participants import empty_participants, phenotype_row, read_participants
 from m2m_bids.bids.validation import ParticipantProblem, check_bold, check_t1w
 from m2m_bids.config import Execution, Preproc
@@ -42,6 +42,7 @@ NIFTI_EXTENSIONS = [".nii", ".nii.gz"]
 DEFAULT_QUERIES: dict[str, dict[str, Any]] = {
     "t1w": {"datatype": "anat", "suffix": "T1w", "extension": NIFTI_EXTENSIONS},
     "bold": {"datatype": "func", "suffix": "bold", "extension": NIFTI_EXTENSIONS},
+    "pet": {"datatype": "pet", "suffix": "pet", "extension": NIFTI_EXTENSIONS},  # optional
 }
 
 #: Short BIDS keys users write in filter files, mapped to pybids entity names.
@@ -103,7 +104,7 @@ def build_layout(bids_dir: Path, labels: list[str]) -> Any:
 
 
 def build_queries(execution: Execution) -> dict[str, dict[str, Any]]:
-    """The pybids filters for ``t1w`` and ``bold``: defaults, then the filter file, then ``--task``."""
+    """The pybids filters for ``t1w``, ``bold`` and ``pet``: defaults, then the filter file, then ``--task``."""
     from bids.layout import Query
 
     unknown = sorted(set(execution.bids_filters) - set(DEFAULT_QUERIES))
@@ -195,6 +196,7 @@ def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels:
     participants: list[ParticipantInputs] = []
     matched = {"t1w": 0, "bold": 0}
     t1w_files, bold_files = _query_all(layouts, queries["t1w"]), _query_all(layouts, queries["bold"])
+    pet_files = _query_all(layouts, queries["pet"])
     for label, layout in layouts.items():
         all_t1w = t1w_files[label]
         t1w = _keep_session(all_t1w, execution.session_label)
@@ -207,7 +209,8 @@ def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels:
         if not (t1w or bold) and execution.session_label:
             log.warning("sub-%s has none of the sessions %s: skipped", label, ", ".join(execution.session_label))
             continue
-        found, issues = _participant_inputs(layout, label, t1w, bold, preproc, scan_voxels)
+        pet = _keep_session(pet_files.get(label, []), execution.session_label)
+        found, issues = _participant_inputs(layout, label, (t1w, bold, pet), preproc, scan_voxels)
         problems.extend(issues)
         if found is not None:
             participants.append(ParticipantInputs(label, found, phenotype_row(phenotype, label)))
@@ -267,9 +270,10 @@ def _selection_text(execution: Execution) -> str:
     return f" (with {'; '.join(parts)})" if parts else ""
 
 
-def _participant_inputs(layout: Any, label: str, t1w: list[Any], bold: list[Any], preproc: Preproc,
+def _participant_inputs(layout: Any, label: str, files: tuple[list[Any], list[Any], list[Any]], preproc: Preproc,
                         scan_voxels: bool) -> tuple[tuple[SessionInputs, ...] | None, list[ParticipantProblem]]:
-    """Group one participant's files into sessions and check each file."""
+    """Group one participant's files (T1w, BOLD, PET) into sessions and check each file."""
+    t1w, bold, pet = files
     where = str(Path(layout.root) / f"sub-{label}")
     hint = "check the file names (sub-<label>[_ses-<label>]_T1w.nii.gz in anat/, *_bold.nii.gz in func/), " \
            "and --session-label, --task and --bids-filter-file"
@@ -301,8 +305,46 @@ def _participant_inputs(layout: Any, label: str, t1w: list[Any], bold: list[Any]
             problems.extend(issues)
             if not issues and n_vols is not None and tr is not None:
                 runs.append(BoldRun(Path(f.path), _name_entities(f), dict(metadata), n_vols, tr))
-        sessions.append(SessionInputs(session, Path(anat.path), tuple(runs), _name_entities(anat)))
+        pet_image = _session_pet(layout, pet, session, label)
+        if pet_image is not None:
+            problems.extend(_check_pet(pet_image, label))
+        sessions.append(SessionInputs(session, Path(anat.path), tuple(runs), _name_entities(anat), pet_image))
     return (None if problems else tuple(sessions)), problems
+
+
+def _session_pet(layout: Any, pet: list[Any], session: str | None, label: str) -> PetImage | None:
+    """The session's PET (same session entity), or ``None``: PET is optional."""
+    candidates = [f for f in sorted(pet, key=lambda f: f.path) if _session(f) == session]
+    if not candidates:
+        return None
+    if len(candidates) > 1:
+        log.warning("sub-%s: %d PET images for session %s; using %s (choose another with "
+                    "--bids-filter-file, e.g. {\"pet\": {\"tracer\": \"FDG\"}})", label, len(candidates),
+                    session or "-", Path(candidates[0].path).name)
+    chosen = candidates[0]
+    return PetImage(Path(chosen.path), _name_entities(chosen), dict(layout.get_metadata(chosen.path)))
+
+
+def _check_pet(pet: PetImage, label: str) -> list[ParticipantProblem]:
+    """A PET must be a readable 3D/4D image whose FrameDuration (if given) has one value per frame."""
+    import nibabel as nib
+
+    hint = ("fix the file or its sidecar, or leave PET out with --bids-filter-file "
+            "'{\"pet\": {\"datatype\": \"none\"}}'")
+    try:
+        shape = nib.load(str(pet.path)).shape
+    except Exception as err:  # noqa: BLE001 - nibabel raises many types
+        return [ParticipantProblem(label, f"cannot read the PET image: {err}", str(pet.path), hint,
+                                   ExitCode.DATA_ERROR)]
+    if len(shape) not in (3, 4):
+        return [ParticipantProblem(label, f"the PET image is {len(shape)}D {shape}, not 3D or 4D", str(pet.path),
+                                   hint, ExitCode.DATA_ERROR)]
+    n_frames = shape[3] if len(shape) == 4 else 1
+    durations = pet.frame_durations
+    if durations is not None and (len(durations) != n_frames or min(durations) <= 0):
+        return [ParticipantProblem(label, f"FrameDuration has {len(durations)} value(s) for {n_frames} frame(s) "
+                                   "(or a value <= 0)", str(pet.path), hint, ExitCode.DATA_ERROR)]
+    return []
 
 
 def _session(bids_file: Any) -> str | None:

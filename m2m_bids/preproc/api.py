@@ -165,11 +165,15 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
 
 def derivatives_info(plan: RunPlan, cfg: RunConfig) -> dict[str, Any]:
     """What the ``--save-preproc`` node needs to name and describe its files."""
-    return {"output_dir": str(cfg.execution.output_dir), "bids_dir": str(cfg.execution.bids_dir),
+    info = {"output_dir": str(cfg.execution.output_dir), "bids_dir": str(cfg.execution.bids_dir),
             "entities": dict(plan.bold.entities), "t1w_entities": dict(plan.t1w_entities),
             "template": TEMPLATE_NAME, "resolution_mm": cfg.preproc.resolution_mm,
             "grid_shape": list(cfg.preproc.grid_shape), "repetition_time": plan.bold.repetition_time,
             "fwhm_mm": cfg.preproc.fwhm_mm, "bold": str(plan.bold.path), "t1w": str(plan.t1w)}
+    if plan.pet is not None:
+        info.update({"pet": str(plan.pet.path), "pet_entities": dict(plan.pet.entities),
+                     "pet_sidecar": dict(plan.pet.metadata)})
+    return info
 
 
 def bold_size_gb(path: Path) -> float:

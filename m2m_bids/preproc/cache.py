@@ -48,6 +48,7 @@ TENSOR_DTYPES: dict[str, np.dtype] = {
     "alff": np.dtype(np.float16),
     "falff": np.dtype(np.float16),
     "bold_mean": np.dtype(np.float16),
+    "pet": np.dtype(np.float16),
 }
 _CHUNK = 1 << 22
 
@@ -103,7 +104,8 @@ class CacheEntry:
 
     def load(self, name: str, mmap: bool = True) -> np.ndarray:
         """``fmri`` (X,Y,Z,T) float16, ``mask`` (X,Y,Z) uint8, or an (X,Y,Z) float16 map: ``smri``,
-        ``gm``, ``alff``, ``falff``, ``bold_mean`` (see :mod:`m2m_bids.preproc.maps`).
+        ``gm``, ``alff``, ``falff``, ``bold_mean`` (see :mod:`m2m_bids.preproc.maps`), and ``pet`` when
+        the session has a PET (:mod:`m2m_bids.preproc.pet`).
 
         Memory-mapped read-only by default: callers slicing a window read only those bytes.
         """

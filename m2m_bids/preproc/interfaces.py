@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits)
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
+                                    traits)
 
 from m2m_bids.exitcodes import AppError
 
@@ -234,6 +235,61 @@ class Smooth(_StepInterface):
         return smooth_grid(i.in_file, i.fwhm_mm, i.resolution_mm, out_dir)
 
 
+# -- PET -------------------------------------------------------------------------------------------
+class _PetPrepareIn(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="raw PET (3D or 4D frames)")
+    frame_durations = traits.List(traits.Float, desc="FrameDuration (s); empty: unweighted mean")
+
+
+class PetPrepare(_StepInterface):
+    """Reorient to RAS and average the frames, weighted by FrameDuration."""
+
+    input_spec, output_spec, _outputs_names = _PetPrepareIn, _OutFile, ("out_file",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import pet_prepare
+
+        return pet_prepare(self.inputs.in_file, list(self.inputs.frame_durations), out_dir)
+
+
+class _PetCoregIn(BaseInterfaceInputSpec):
+    pet = File(exists=True, mandatory=True)
+    t1w = File(exists=True, mandatory=True)
+    threads = traits.Int(1, usedefault=True)
+    seed = traits.Int(0, usedefault=True)
+
+
+class PetCoregister(_StepInterface):
+    """Rigid mean-PET -> T1w registration (ANTs, mutual information)."""
+
+    input_spec, output_spec, _outputs_names = _PetCoregIn, _TransformOut, ("transform",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import pet_coregister
+
+        i = self.inputs
+        return pet_coregister(i.pet, i.t1w, i.threads, i.seed, out_dir)
+
+
+class _PetToGridIn(_GridIn):
+    in_file = File(exists=True, mandatory=True)
+    coreg = File(exists=True, mandatory=True)
+    transform = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True, desc="brain mask on the grid (.npy)")
+
+
+class PetToGrid(_StepInterface):
+    """One resampling of the mean PET to the grid (PET->T1w o T1w->MNI) + Arco et al. normalisation."""
+
+    input_spec, output_spec, _outputs_names = _PetToGridIn, _OutFile, ("out_file",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.steps import pet_to_grid
+
+        i = self.inputs
+        return pet_to_grid(i.in_file, i.coreg, i.transform, i.mask, i.resolution_mm, list(i.grid_shape), out_dir)
+
+
 # -- per-run maps ----------------------------------------------------------------------------------
 class _GreyMatterIn(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="T1w on the grid (.npy)")
@@ -296,6 +352,7 @@ class _StoreIn(BaseInterfaceInputSpec):
     alff = File(exists=True, mandatory=True)
     falff = File(exists=True, mandatory=True)
     bold_mean = File(exists=True, mandatory=True)
+    pet = File(exists=True, desc="the session's PET on the grid (.npy), when it has one")
     standardize = traits.Bool(True, usedefault=True)
 
 
@@ -313,6 +370,8 @@ class StoreRun(_StepInterface):
 
         i = self.inputs
         maps = {"gm": i.gm, "alff": i.alff, "falff": i.falff, "bold_mean": i.bold_mean}
+        if isdefined(i.pet):
+            maps["pet"] = i.pet
         return store_run(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.bold, i.motion, i.stc_record, i.standardize,
                          maps=maps)
 
@@ -325,6 +384,7 @@ class _DerivIn(BaseInterfaceInputSpec):
     bold = File(exists=True, mandatory=True)
     motion = File(exists=True, mandatory=True)
     stc_record = File(exists=True, mandatory=True)
+    pet = File(exists=True, desc="the session's PET on the grid (.npy), when it has one")
 
 
 class _DerivOut(TraitedSpec):
@@ -340,7 +400,8 @@ class SaveDerivatives(_StepInterface):
         from m2m_bids.preproc.sink import save_derivatives
 
         i = self.inputs
-        return save_derivatives(i.entry_dir, i.info, i.t1w, i.mask, i.bold, i.motion, i.stc_record)
+        return save_derivatives(i.entry_dir, i.info, i.t1w, i.mask, i.bold, i.motion, i.stc_record,
+                                pet=i.pet if isdefined(i.pet) else None)
 
 
 # -- fMRIPrep derivatives --------------------------------------------------------------------------

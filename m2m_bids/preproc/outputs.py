@@ -16,11 +16,21 @@ import numpy as np
 from m2m_bids.bids.derivatives import bids_filename, res_label
 from m2m_bids.io_utils import atomic_path, write_json_atomic
 
-__all__ = ["bids_uri", "derivative_name", "figure_path", "res_label", "subject_dir", "write_anat", "write_func"]
+__all__ = ["bids_uri", "derivative_name", "figure_path", "res_label", "subject_dir", "write_anat", "write_func",
+           "write_pet"]
 
 #: Source entities a preprocessed BOLD/T1w name keeps (pybids' long names, as in ``BoldRun.entities``).
 SOURCE_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "direction", "run",
                    "echo", "part")
+#: Source entities a preprocessed PET name keeps.
+PET_ENTITIES = ("subject", "session", "tracer", "reconstruction", "run")
+#: Raw PET sidecar fields a preprocessed PET keeps (what was injected and how it was reconstructed).
+PET_SIDECAR_FIELDS = ("TracerName", "TracerRadionuclide", "InjectedRadioactivity", "InjectedRadioactivityUnits",
+                      "InjectedMass", "InjectedMassUnits", "SpecificRadioactivity", "SpecificRadioactivityUnits",
+                      "ModeOfAdministration", "TimeZero", "ScanStart", "InjectionStart", "ImageDecayCorrected",
+                      "ImageDecayCorrectionTime", "ReconMethodName", "ReconMethodParameterLabels",
+                      "ReconMethodParameterUnits", "ReconMethodParameterValues", "ReconFilterType", "ReconFilterSize",
+                      "AttenuationCorrection")
 
 
 def derivative_name(entities: dict[str, Any], *, space: str | None = None, res: str | None = None,
@@ -110,3 +120,25 @@ def figure_path(output_dir: Path, entities: dict[str, Any], desc: str, extension
     folder = Path(output_dir) / f"sub-{entities['subject']}" / "figures"
     suffix = "T1w" if desc.startswith("reg") else "bold"
     return folder / derivative_name(entities, desc=desc, suffix=suffix, extension=extension)
+
+
+def write_pet(output_dir: Path, entities: dict[str, Any], pet: np.ndarray, affine: np.ndarray, template: str,
+              resolution_mm: float, raw_sidecar: dict[str, Any], sources: list[str]) -> list[Path]:
+    """Frame-averaged, normalised PET in template space, with a sidecar naming the frames it averages."""
+    folder = subject_dir(output_dir, entities) / "pet"
+    target = folder / derivative_name(entities, space=template, res=res_label(resolution_mm), desc="preproc",
+                                      suffix="pet", extension=".nii.gz", keep=PET_ENTITIES)
+    write_nifti(pet, affine, target)
+    starts = raw_sidecar.get("FrameTimesStart") or [raw_sidecar.get("ScanStart", 0)]
+    durations = raw_sidecar.get("FrameDuration") or [0]
+    durations = durations if isinstance(durations, list) else [durations]
+    sidecar = {key: raw_sidecar[key] for key in PET_SIDECAR_FIELDS if key in raw_sidecar}
+    sidecar.update({
+        "Units": "arbitrary", "FrameTimesStart": [float(starts[0])], "FrameDuration": [float(sum(durations))],
+        "Resolution": f"{resolution_mm:g} mm isotropic, {template} grid", "SkullStripped": True, "Sources": sources,
+        "Description": "frames averaged (weighted by FrameDuration), rigidly registered to the T1w (ANTs, mutual "
+                       "information), resampled once to the template grid, divided by the mean of the top 0.1 % "
+                       "brain voxels; voxels under 10 % of it and outside the brain mask set to 0",
+    })
+    write_json_atomic(target.with_name(target.name.replace(".nii.gz", ".json")), sidecar)
+    return [target]

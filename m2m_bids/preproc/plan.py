@@ -15,7 +15,7 @@ from typing import Any
 import nibabel as nib
 
 from m2m_bids import __version__
-from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, SessionInputs
+from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, PetImage, SessionInputs
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import TensorCache
@@ -41,6 +41,7 @@ class RunPlan:
     meta: dict[str, Any]
     fmriprep: FmriprepRun | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    pet: PetImage | None = None  # the session's PET, stored with each of its runs
 
     @property
     def name(self) -> str:
@@ -94,6 +95,9 @@ def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[Run
             inputs: dict[str, Any] = {"t1w": session.t1w, "bold": run.path, "metadata": metadata}
             if prep is not None:
                 inputs["fmriprep"] = [prep.bold, prep.t1w, prep.mask, prep.t1w_mask, prep.confounds]
+            if session.pet is not None:
+                inputs["pet"] = session.pet.path
+                inputs["pet_frame_durations"] = session.pet.frame_durations
             key = TensorCache.make_key(inputs, params)
             meta = {
                 "participant": participant.label, "session": session.session,
@@ -106,9 +110,11 @@ def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[Run
             }
             if prep is not None:
                 meta["fmriprep_space"] = prep.space
+            if session.pet is not None:
+                meta["source_pet"] = str(session.pet.path)
             plans.append(RunPlan(participant=participant.label, session=session.session, bold=run, t1w=session.t1w,
                                  t1w_entities=dict(session.t1w_entities) or _t1w_entities(run, session),
-                                 key=key, meta=meta, fmriprep=prep, params=params))
+                                 key=key, meta=meta, fmriprep=prep, params=params, pet=session.pet))
     return plans
 
 

@@ -204,14 +204,21 @@ def _warp_coords(grid: OutputGrid, transforms: list[str], moving) -> np.ndarray:
 def register_bold_to_t1w(mean_bold: nib.Nifti1Image, t1w: nib.Nifti1Image, threads: int = 1,
                          seed: int = 0) -> np.ndarray:
     """Rigid mean-BOLD -> T1w registration (Mattes mutual information); returns the T1w -> BOLD pull map."""
+    return register_rigid_to_t1w(mean_bold, t1w, threads=threads, seed=seed)
+
+
+def register_rigid_to_t1w(moving: nib.Nifti1Image, t1w: nib.Nifti1Image, *, threads: int = 1,
+                          seed: int = 0) -> np.ndarray:
+    """Rigid registration of another contrast of the same head (mean BOLD, PET) to its T1w, with
+    Mattes mutual information (the contrasts differ); returns the T1w -> ``moving`` pull map."""
     import ants
 
     _set_threads(threads, seed)
     fixed = to_ants(t1w)
-    moving = to_ants(mean_bold)
+    moving_ants = to_ants(moving)
     with tempfile.TemporaryDirectory(prefix="m2m-ants-") as tmp:
-        result = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
-                                   outprefix=os.path.join(tmp, "bold2t1w_"),
+        result = ants.registration(fixed=fixed, moving=moving_ants, type_of_transform="Rigid",
+                                   outprefix=os.path.join(tmp, "rigid2t1w_"),
                                    aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0),
                                    aff_iterations=(500, 250, 50))
         return ants_affine_to_ras(result["fwdtransforms"][0])

@@ -55,8 +55,9 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
 
 
 def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold: str, motion: str,
-                     stc_record: str) -> list[str]:
-    """``--save-preproc``: T1w, mask, smoothed BOLD (+ sidecars, confounds) and QC figures."""
+                     stc_record: str, pet: str | None = None) -> list[str]:
+    """``--save-preproc``: T1w, mask, smoothed BOLD (+ sidecars, confounds), the session's PET on
+    the grid when it has one, and QC figures."""
     from m2m_bids.preproc.steps import read_motion
 
     info = json.loads(deriv_json)
@@ -80,6 +81,11 @@ def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold:
     sidecar["SmoothingFWHM"] = info["fwhm_mm"]
     written += outputs.write_func(out_dir, entities, bold_data * run_mask[..., None], grid.affine,
                                   info["template"], grid.resolution_mm, sidecar, motion_table)
+    if pet is not None:
+        written += outputs.write_pet(out_dir, info["pet_entities"], np.load(pet), grid.affine, info["template"],
+                                     grid.resolution_mm, info["pet_sidecar"],
+                                     [outputs.bids_uri(Path(info["pet"]), bids_dir),
+                                      outputs.bids_uri(Path(info["t1w"]), bids_dir)])
     template_mask = grid_template("mask", grid)
     written.append(qc.registration_overlay(t1_data, bold_data.mean(axis=-1), template_mask,
                                            outputs.figure_path(out_dir, entities, "reg", ".png")))

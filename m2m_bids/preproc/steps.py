@@ -235,3 +235,50 @@ def bold_maps(bold: str, mask_grid: str, repetition_time: float, band_hz: list[f
     for path, data in zip(paths, (alff, falff, mean_image(series, mask))):
         np.save(path, data)
     return str(paths[0]), str(paths[1]), str(paths[2])
+
+
+# -- PET -------------------------------------------------------------------------------------------
+def pet_prepare(pet: str, frame_durations: list[float], out_dir: str) -> str:
+    """Reorient to RAS float32 and average the frames (weighted by ``frame_durations`` when given)."""
+    from m2m_bids.preproc.pet import frame_average
+
+    img = images.load_ras(pet, ndim=None)
+    try:
+        mean = frame_average(np.asarray(img.dataobj, dtype=np.float32), frame_durations or None)
+    except ValueError as err:
+        raise AppError(f"cannot average the PET frames: {err}", ExitCode.DATA_ERROR, path=pet,
+                       hint="give FrameDuration in the sidecar one value (seconds) per frame") from err
+    out = Path(out_dir) / "pet_mean.nii"
+    nib.save(nib.Nifti1Image(mean, img.affine), str(out))
+    return str(out)
+
+
+def pet_coregister(pet_mean: str, t1w_prepared: str, threads: int, seed: int, out_dir: str) -> str:
+    """Rigid PET -> T1w (ANTs, mutual information); saves the T1w -> PET pull map as ``.npy``."""
+    from m2m_bids.preproc.registration import register_rigid_to_t1w
+
+    matrix = register_rigid_to_t1w(nib.load(pet_mean), nib.load(t1w_prepared), threads=threads, seed=seed)
+    out = Path(out_dir) / "t1w_to_pet.npy"
+    np.save(out, matrix)
+    return str(out)
+
+
+def pet_to_grid(pet_mean: str, coreg: str, transform: str, mask_grid: str, resolution_mm: float,
+                grid_shape: list[int], out_dir: str) -> str:
+    """One resampling of the mean PET to the grid (PET->T1w o T1w->MNI composed), then the
+    Arco et al. normalisation inside the brain mask the PET covers."""
+    from m2m_bids.preproc.pet import normalise_pet
+    from m2m_bids.preproc.resample import resample_series
+
+    grid = make_grid(resolution_mm, grid_shape)
+    img = nib.load(pet_mean)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    to_t1, coords = load_transform(transform)
+    pull = np.load(coreg)
+    if coords is None:
+        pull = pull @ to_t1
+    on_grid = resample_series(data, img.affine, grid, pull[None], coords=coords)
+    coverage = resample_series(np.ones_like(data), img.affine, grid, pull[None], coords=coords) > 0.5
+    out = Path(out_dir) / "pet_grid.npy"
+    np.save(out, normalise_pet(on_grid, (np.load(mask_grid) > 0) & coverage))
+    return str(out)

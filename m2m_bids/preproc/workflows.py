@@ -3,13 +3,15 @@
 No factory reads the run configuration: :func:`init_preproc_wf` alone turns plans and a
 :class:`~m2m_bids.config.RunConfig` into keyword arguments (docs/style-anchors.md section 3).
 
-Per participant: one anatomical workflow per session (shared by its runs) and one BOLD workflow per
-run, ending in the cache/derivatives sink::
+Per participant: one anatomical workflow per session (shared by its runs and its PET), one PET
+workflow per session that has a PET, and one BOLD workflow per run, ending in the cache/derivatives
+sink::
 
     T1w -> prepare (RAS, N4) -> register to MNI (ANTs) -> resample to grid + mask + z-score ─┐
     BOLD -> prepare (dummies) -> slice timing ─────────────────────────────┐                 │
                               └> motion (6 params, FD, boldref) -> coregister to T1w (ANTs) │
                                     resample once (motion o BOLD->T1w o T1w->MNI) -> smooth ─┴> maps -> cache
+    PET -> frame average -> coregister to T1w (ANTs) -> resample once (PET->T1w o T1w->MNI) ──> cache
 
 ``maps``: GM probability of the grid T1w, mALFF/fALFF and the mean image of the smoothed BOLD
 (before the store node z-scores it); see :mod:`m2m_bids.preproc.maps`.
@@ -52,6 +54,34 @@ def init_anat_wf(*, resolution_mm: float, grid_shape: list[int], method: str, om
         (prepare, outputnode, [("out_file", "t1w_prepared")]),
         (register, outputnode, [("transform", "transform")]),
         (to_grid, outputnode, [("t1w", "t1w_grid"), ("mask", "mask_grid")]),
+    ])
+    return wf
+
+
+def init_pet_wf(*, resolution_mm: float, grid_shape: list[int], omp_nthreads: int, seed: int,
+                name: str = "pet_wf") -> pe.Workflow:
+    """PET: frame average, rigid PET -> T1w (ANTs MI), one resampling to the grid, normalisation.
+
+    Inputs: ``pet``, ``frame_durations`` (list, may be empty), ``t1w_prepared``, ``transform``,
+    ``mask_grid``. Outputs: ``pet_grid`` (``.npy``, Arco et al. normalised, zero outside the mask).
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(fields=["pet", "frame_durations", "t1w_prepared", "transform",
+                                                  "mask_grid"]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["pet_grid"]), name="outputnode")
+    prepare = pe.Node(ifc.PetPrepare(), name="prepare_pet", mem_gb=0.5)
+    coreg = pe.Node(ifc.PetCoregister(threads=omp_nthreads, seed=seed), name="coregister_pet",
+                    n_procs=omp_nthreads, mem_gb=0.5)
+    to_grid = pe.Node(ifc.PetToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape)),
+                      name="resample_pet", mem_gb=0.5)
+    wf.connect([
+        (inputnode, prepare, [("pet", "in_file"), ("frame_durations", "frame_durations")]),
+        (prepare, coreg, [("out_file", "pet")]),
+        (inputnode, coreg, [("t1w_prepared", "t1w")]),
+        (prepare, to_grid, [("out_file", "in_file")]),
+        (coreg, to_grid, [("transform", "coreg")]),
+        (inputnode, to_grid, [("transform", "transform"), ("mask_grid", "mask")]),
+        (to_grid, outputnode, [("out_file", "pet_grid")]),
     ])
     return wf
 
@@ -130,18 +160,19 @@ def init_fmriprep_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_m
 
 def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardize: bool,
                    derivatives: dict[str, Any] | None, resolution_mm: float, repetition_time: float,
-                   alff_band_hz: list[float], name: str = "ds_run_wf") -> pe.Workflow:
+                   alff_band_hz: list[float], with_pet: bool = False, name: str = "ds_run_wf") -> pe.Workflow:
     """Outputs of one run: the per-run maps (GM probability, mALFF, fALFF, mean BOLD), the
     tensor-cache entry and, with ``derivatives`` info, NIfTIs + figures.
 
     The maps are computed here, from the grid tensors, so raw and fMRIPrep inputs get the same
     maps, and from the smoothed series before the store node z-scores it (z-scoring erases ALFF).
 
-    Inputs: ``t1w_grid``, ``mask_grid``, ``bold_smoothed``, ``motion``, ``stc_record``.
+    Inputs: ``t1w_grid``, ``mask_grid``, ``bold_smoothed``, ``motion``, ``stc_record`` (and
+    ``pet_grid`` ``with_pet``: the session's PET, stored with every run of the session).
     Outputs: ``entry_dir``.
     """
     wf = pe.Workflow(name=name)
-    fields = ["t1w_grid", "mask_grid", "bold_smoothed", "motion", "stc_record"]
+    fields = ["t1w_grid", "mask_grid", "bold_smoothed", "motion", "stc_record"] + (["pet_grid"] if with_pet else [])
     inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=["entry_dir"]), name="outputnode")
     grey = pe.Node(ifc.GreyMatter(resolution_mm=resolution_mm), name="grey_matter", mem_gb=0.5)
@@ -151,7 +182,7 @@ def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardiz
                                  standardize=standardize), name="store_cache", mem_gb=1.0)
     store.overwrite = True  # cheap, and the cache (not nipype) decides whether work is needed
     mapping = [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("bold_smoothed", "bold"), ("motion", "motion"),
-               ("stc_record", "stc_record")]
+               ("stc_record", "stc_record")] + ([("pet_grid", "pet")] if with_pet else [])
     wf.connect([
         (inputnode, grey, [("t1w_grid", "t1w"), ("mask_grid", "mask")]),
         (inputnode, bold_maps, [("bold_smoothed", "bold"), ("mask_grid", "mask")]),
@@ -187,13 +218,36 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
     grid = dict(resolution_mm=pp.resolution_mm, grid_shape=list(pp.grid_shape))
     wf = pe.Workflow(name=name)
     anat_wfs: dict[str, pe.Workflow] = {}
+    pet_wfs: dict[str, pe.Workflow] = {}
+
+    def session_anat_wf(plan: Any) -> pe.Workflow:
+        """The session's raw-T1w workflow (shared by its runs and its PET), built once."""
+        session_key = f"anat_{_safe(plan.session or 'nosession')}_wf"
+        if session_key not in anat_wfs:
+            anat_wfs[session_key] = init_anat_wf(method=pp.registration, omp_nthreads=ex.threads,
+                                                 seed=ex.random_seed, name=session_key, **grid)
+            anat_wfs[session_key].inputs.inputnode.t1w = str(plan.t1w)
+        return anat_wfs[session_key]
+
     for plan in plans:
         run_name = f"{_safe(plan.session or 'nosession')}_{_safe(plan.name)}"
         ds = init_ds_run_wf(key=plan.key, cache_dir=str(ex.resolved_cache_dir), meta=plan.meta,
                             standardize=pp.standardize_bold,
                             derivatives=derivatives_info(plan, cfg) if ex.save_preproc else None,
                             resolution_mm=pp.resolution_mm, repetition_time=plan.bold.repetition_time,
-                            alff_band_hz=list(pp.alff_band_hz), name=f"ds_{run_name}_wf")
+                            alff_band_hz=list(pp.alff_band_hz), with_pet=plan.pet is not None,
+                            name=f"ds_{run_name}_wf")
+        if plan.pet is not None:  # PET always goes through the session's raw T1w (also with fMRIPrep BOLD)
+            pet_key = f"pet_{_safe(plan.session or 'nosession')}_wf"
+            if pet_key not in pet_wfs:
+                anat = session_anat_wf(plan)
+                pet_wfs[pet_key] = init_pet_wf(omp_nthreads=ex.threads, seed=ex.random_seed, name=pet_key, **grid)
+                pet_wfs[pet_key].inputs.inputnode.pet = str(plan.pet.path)
+                pet_wfs[pet_key].inputs.inputnode.frame_durations = plan.pet.frame_durations or []
+                wf.connect([(anat, pet_wfs[pet_key], [("outputnode.t1w_prepared", "inputnode.t1w_prepared"),
+                                                      ("outputnode.transform", "inputnode.transform"),
+                                                      ("outputnode.mask_grid", "inputnode.mask_grid")])])
+            wf.connect([(pet_wfs[pet_key], ds, [("outputnode.pet_grid", "inputnode.pet_grid")])])
         gb = bold_size_gb(plan.bold.path)
         if plan.fmriprep is not None:
             fp = plan.fmriprep
@@ -206,12 +260,7 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
             wf.connect([(bold_wf, ds, [("outputnode.t1w_grid", "inputnode.t1w_grid"),
                                        ("outputnode.mask_grid", "inputnode.mask_grid")])])
         else:
-            session_key = f"anat_{_safe(plan.session or 'nosession')}_wf"
-            if session_key not in anat_wfs:
-                anat_wfs[session_key] = init_anat_wf(method=pp.registration, omp_nthreads=ex.threads,
-                                                     seed=ex.random_seed, name=session_key, **grid)
-                anat_wfs[session_key].inputs.inputnode.t1w = str(plan.t1w)
-            anat_wf = anat_wfs[session_key]
+            anat_wf = session_anat_wf(plan)
             bold_wf = init_bold_wf(fwhm_mm=pp.fwhm_mm, dummy_scans=pp.dummy_scans, min_volumes=pp.min_volumes,
                                    slice_timing=pp.slice_timing, slice_time_ref=pp.slice_time_ref,
                                    motion_correction=pp.motion_correction, omp_nthreads=ex.threads,

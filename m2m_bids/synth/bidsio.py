@@ -99,7 +99,9 @@ def _readme(spec: SynthSpec) -> str:
         "head motion. participants.tsv holds planted diagnoses and clinical values.\n\n"
         f"Preset: {spec.preset_name}; participants: {spec.n_participants}; classes: {', '.join(spec.classes)}; "
         f"effect size: {spec.effect_size}; seed: {spec.seed}; sessions: {spec.sessions}.\n\n"
-        "The planted effects, every participant's head pose, image affines, slice timing and "
+        + ("Each session also has a static FDG PET (pet/*_trc-FDG_pet.nii.gz, Bq/mL) with hypometabolism "
+           "planted in the atrophy regions.\n\n" if spec.pet else "")
+        + "The planted effects, every participant's head pose, image affines, slice timing and "
         "per-volume motion parameters are in sourcedata/ground_truth.json.\n"
     )
 

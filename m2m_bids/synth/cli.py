@@ -43,10 +43,12 @@ def synth(
         "--n-volumes", min=4, help="BOLD volumes (default: from the preset).")] = None,
     fmriprep_derivatives: Annotated[bool, typer.Option(
         "--fmriprep-derivatives", help="Also write fMRIPrep-like MNI derivatives.")] = False,
+    pet: Annotated[bool, typer.Option(
+        "--pet", help="Also write a static FDG PET per session (hypometabolism planted in the AD regions).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT_DIR.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
-    """Write a synthetic T1w + resting BOLD + clinical-table BIDS dataset with planted effects."""
+    """Write a synthetic T1w + resting BOLD (+ FDG PET) + clinical-table BIDS dataset with planted effects."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     started = time.perf_counter()
     try:
@@ -54,7 +56,7 @@ def synth(
             preset, n_participants=n_participants,
             classes=tuple(c.strip() for c in classes.split(",")) if classes else None,
             proportions=_floats(proportions), effect_size=effect_size, seed=seed, sessions=sessions,
-            task=task, n_volumes=n_volumes, fmriprep_derivatives=fmriprep_derivatives)
+            task=task, n_volumes=n_volumes, fmriprep_derivatives=fmriprep_derivatives, pet=pet)
         root = generate_dataset(out_dir, spec, force=force)
     except AppError as err:
         typer.echo(f"m2m-synth: {err.render()}", err=True)
@@ -65,6 +67,9 @@ def synth(
     typer.echo(f"  preset {spec.preset_name}: {spec.n_participants} participants ({counts}), "
                f"{spec.sessions} session(s), task-{spec.task}, {spec.n_volumes} volumes, TR {spec.repetition_time} s")
     typer.echo(f"  effect size {spec.effect_size}; seed {spec.seed}; ground truth: {root / GROUND_TRUTH}")
+    if spec.pet:
+        typer.echo(f"  FDG PET: {spec.pet_frames} frames x {spec.pet_frame_duration:g} s per session "
+                   "(pet/*_trc-FDG_pet)")
     if spec.fmriprep_derivatives:
         typer.echo(f"  fMRIPrep-like derivatives: {root / 'derivatives' / 'fmriprep'}")
 

@@ -23,9 +23,10 @@ from m2m_bids.synth import bidsio
 from m2m_bids.synth.anat import HeadPose, mni_t1w, random_head_pose, simulate_t1w
 from m2m_bids.synth.func import BoldRun, coupling_matrix, mni_bold, simulate_bold
 from m2m_bids.synth.geometry import SmoothWarp, apply, rigid_matrix, voxel_coords
+from m2m_bids.synth.pet import FRAME_START_S, GM_ACTIVITY_BQ_ML, PET_FWHM_MM, pet_sidecar, simulate_pet
 from m2m_bids.synth.sources import TEMPLATE_SPACE, Sources, build_sources, sample_mni
-from m2m_bids.synth.spec import (ATROPHY_AD, CLASS_SCALE, COUPLING_AD, NETWORKS,
-                                 SHRINK_PER_SEVERITY, TAU_ABETA_CUTOFF, WITHIN_NETWORK_R,
+from m2m_bids.synth.spec import (ATROPHY_AD, CLASS_SCALE, COUPLING_AD, FDG_UPTAKE, HYPOMETABOLISM_AD,
+                                 NETWORKS, SHRINK_PER_SEVERITY, TAU_ABETA_CUTOFF, WITHIN_NETWORK_R,
                                  BETWEEN_REGION_R, SynthSpec)
 from m2m_bids.synth.tabular import (assign_diagnoses, class_counts, participants_table,
                                     ratio_summary, tabular_parameters)
@@ -46,6 +47,8 @@ CONVENTIONS = {
                                  "derivatives are without it (a perfect nonlinear normalisation)",
     "atrophy": "severity s: GM intensity x (1 - s*GM*smooth region weight) and a radial shrink of "
                f"{SHRINK_PER_SEVERITY}*s towards the region centroid",
+    "hypometabolism": "FDG PET fraction h: uptake x (1 - h*smooth region weight), on top of the atrophy "
+                      "(the PET samples the same atrophied, shrunk and warped anatomy as the T1w)",
 }
 
 
@@ -111,6 +114,13 @@ def atrophy_severity(diagnosis: str, effect_size: float, jitter: float,
     return {region: round(float(min(sev * scale, 0.8)), 5) for region, sev in ATROPHY_AD.items()}
 
 
+def hypometabolism_severity(diagnosis: str, effect_size: float, jitter: float,
+                            progression: float = 1.0) -> dict[str, float]:
+    """Per-region FDG uptake loss for one scan, scaled like :func:`atrophy_severity`."""
+    scale = CLASS_SCALE[diagnosis] * effect_size * jitter * progression
+    return {region: round(float(min(loss * scale, 0.8)), 5) for region, loss in HYPOMETABOLISM_AD.items()}
+
+
 def _simulate_participant(ctx: _Context, ids: tuple[str, str], index: int,
                           coupling: tuple[np.ndarray, list[dict]]) -> dict[str, Any]:
     """Simulate and write every session of one participant; return its ground-truth record."""
@@ -127,19 +137,22 @@ def _simulate_participant(ctx: _Context, ids: tuple[str, str], index: int,
                               "anatomy_warp_coefficients": None if warp is None else _r(warp.coefficients),
                               "sessions": {}}
     for s_index, ses in enumerate(sessions):
-        severity = atrophy_severity(dx, spec.effect_size, jitter, 1.0 + 0.1 * s_index)
+        progression = 1.0 + 0.1 * s_index
+        severity = atrophy_severity(dx, spec.effect_size, jitter, progression)
+        hypometabolism = hypometabolism_severity(dx, spec.effect_size, jitter, progression)
         record["sessions"][f"ses-{ses}" if ses else "none"] = _simulate_session(
-            ctx, rng, (label, ses), (scale, warp), severity, coupling)
+            ctx, rng, (label, ses), (scale, warp), (severity, hypometabolism), coupling)
     return record
 
 
 def _simulate_session(ctx: _Context, rng: np.random.Generator, ids: tuple[str, str | None],
-                      body: tuple[float, SmoothWarp | None], severity: dict[str, float],
+                      body: tuple[float, SmoothWarp | None], effects: tuple[dict[str, float], dict[str, float]],
                       coupling: tuple[np.ndarray, list[dict]]) -> dict[str, Any]:
-    """One T1w + one BOLD run (and optional derivatives) for a participant/session."""
+    """One T1w + one BOLD run (and optional derivatives and FDG PET) for a participant/session."""
     root, spec, src = ctx.root, ctx.spec, ctx.src
     corr, changes = coupling
     scale, warp = body
+    severity, hypometabolism = effects
     folder, prefix = bidsio.entities_prefix(*ids)
     pose = random_head_pose(spec, rng, scale)
     t1w, t1w_affine = simulate_t1w(src, spec, rng, pose, severity, warp)
@@ -166,7 +179,26 @@ def _simulate_session(ctx: _Context, rng: np.random.Generator, ids: tuple[str, s
     }
     if spec.fmriprep_derivatives:
         record["derivatives"] = _write_derivatives(ctx, rng, ids, severity, run)
+    if spec.pet:  # drawn last, so adding PET leaves every other image of the dataset unchanged
+        record["pet"] = _write_pet(ctx, rng, ids, pose, warp, (severity, hypometabolism))
     return record
+
+
+def _write_pet(ctx: _Context, rng: np.random.Generator, ids: tuple[str, str | None], pose: HeadPose,
+               warp: SmoothWarp | None, effects: tuple[dict[str, float], dict[str, float]]) -> dict[str, Any]:
+    """``pet/<prefix>_trc-FDG_pet.nii.gz`` + sidecar, in its own head position and oblique grid."""
+    severity, hypometabolism = effects
+    folder, prefix = bidsio.entities_prefix(*ids)
+    between = rigid_matrix(np.concatenate([rng.uniform(-3, 3, 3), np.deg2rad(rng.uniform(-3, 3, 3))]),
+                           pose.brain_centre_scanner)
+    pet_pose = HeadPose(matrix=pose.matrix @ between, scale=pose.scale)
+    scan = simulate_pet(ctx.src, ctx.spec, rng, pet_pose, severity, hypometabolism, warp)
+    rel = folder / "pet" / f"{prefix}_trc-FDG_pet.nii.gz"
+    bidsio.write_nifti(ctx.root / rel, scan.data, scan.affine)
+    write_json_atomic(ctx.root / rel.with_name(f"{prefix}_trc-FDG_pet.json"), pet_sidecar(scan))
+    return {"path": rel.as_posix(), "affine": _r(scan.affine), "scanner_to_mni": _r(pet_pose.matrix),
+            "hypometabolism": hypometabolism, "frame_times_start": scan.frame_times_start,
+            "frame_duration": scan.frame_duration}
 
 
 def _realised_coupling(src: Sources, run: BoldRun, changes: list[dict]) -> dict[str, float]:
@@ -259,6 +291,9 @@ def _ground_truth(spec: SynthSpec, src: Sources, table: pd.DataFrame, per_partic
                          "within_network_r": WITHIN_NETWORK_R, "between_region_r": BETWEEN_REGION_R,
                          "changes": {dx: changes for dx, (_, changes) in coupling.items()},
                          "reference_changes_at_effect_1": [list(c) for c in COUPLING_AD]},
+            **({"hypometabolism": {dx: hypometabolism_severity(dx, spec.effect_size, 1.0) for dx in spec.classes},
+                "fdg": {"uptake": FDG_UPTAKE, "grey_matter_bq_ml": GM_ACTIVITY_BQ_ML, "fwhm_mm": PET_FWHM_MM,
+                        "frame_start_s": FRAME_START_S}} if spec.pet else {}),
             "tabular": tabular_parameters(spec.effect_size),
             "tau_abeta42_ratio_cutoff": TAU_ABETA_CUTOFF,
             "fraction_above_ratio_cutoff": ratio_summary(table),

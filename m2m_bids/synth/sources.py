@@ -20,7 +20,7 @@ from scipy import ndimage
 from m2m_bids.atlases import Atlas, load_atlas
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.synth.geometry import resample_to_resolution, sample
-from m2m_bids.synth.spec import ATROPHY_AD, NETWORKS, SynthSpec
+from m2m_bids.synth.spec import ATROPHY_AD, FDG_UPTAKE, NETWORKS, SynthSpec
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Sources:
     gm: np.ndarray  # grey-matter probability 0..1
     mask: np.ndarray  # brain mask (bool)
     epi: np.ndarray  # EPI-like baseline contrast (CSF bright, GM > WM)
+    fdg: np.ndarray  # relative FDG uptake (GM > WM > CSF)
     labels: np.ndarray  # compact region index 0..R (0 = background), int16
     region_names: tuple[str, ...]  # compact index i -> name at position i-1
     atlas: Atlas
@@ -54,7 +55,7 @@ class Sources:
     _blur_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def blurred(self, name: str, sigma_vox: float) -> np.ndarray:
-        """``name`` (t1, gm or epi) smoothed by ``sigma_vox``, computed once per dataset."""
+        """``name`` (t1, gm, epi or fdg) smoothed by ``sigma_vox``, computed once per dataset."""
         key = (name, round(float(sigma_vox), 4))
         if key not in self._blur_cache:
             data = getattr(self, name)
@@ -79,14 +80,15 @@ def build_sources(spec: SynthSpec) -> Sources:
     gm, wm = np.clip(out["gm"], 0, 1), np.clip(out["wm"], 0, 1)
     csf = np.clip(out["mask"] - gm - wm, 0, 1)
     epi = (0.55 * gm + 0.35 * wm + 1.0 * csf) * mask
+    fdg = (FDG_UPTAKE["GM"] * gm + FDG_UPTAKE["WM"] * wm + FDG_UPTAKE["CSF"] * csf) * mask
     grid = nib.Nifti1Image(np.zeros(mask.shape, np.uint8), affine)
     atlas = load_atlas(spec.atlas, target=grid)
     labels, names = _compact_labels(atlas, mask)
     atrophy = tuple(_region_weight(atlas, name, affine, res) for name in ATROPHY_AD)
     _check_regions(names)
     return Sources(affine=affine, t1=np.clip(out["t1"], 0, None) * mask, gm=gm * mask, mask=mask,
-                   epi=epi.astype(np.float32), labels=labels, region_names=names, atlas=atlas,
-                   atrophy_regions=atrophy)
+                   epi=epi.astype(np.float32), fdg=fdg.astype(np.float32), labels=labels, region_names=names,
+                   atlas=atlas, atrophy_regions=atrophy)
 
 
 def load_templates() -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -26,6 +26,16 @@ ATROPHY_AD: dict[str, float] = {
     "Precuneus_L": 0.15, "Precuneus_R": 0.15,
     "Temporal_Inf_L": 0.10, "Temporal_Inf_R": 0.10,
 }
+#: AD FDG hypometabolism per region at effect size 1 (fractional uptake reduction), in the atrophy regions.
+HYPOMETABOLISM_AD: dict[str, float] = {
+    "Hippocampus_L": 0.25, "Hippocampus_R": 0.25,
+    "ParaHippocampal_L": 0.25, "ParaHippocampal_R": 0.25,
+    "Precuneus_L": 0.30, "Precuneus_R": 0.30,
+    "Temporal_Inf_L": 0.20, "Temporal_Inf_R": 0.20,
+}
+#: Relative FDG uptake per tissue class: grey matter metabolises about 3x white matter, CSF nothing.
+FDG_UPTAKE: dict[str, float] = {"GM": 1.0, "WM": 0.35, "CSF": 0.05}
+
 #: Radial shrink towards a region's centroid per unit of severity (0.35 severity -> ~14 % shrink).
 SHRINK_PER_SEVERITY = 0.4
 
@@ -85,6 +95,14 @@ class SynthSpec:
     n_volumes: int = 30
     repetition_time: float = 2.0
     slice_order: str = "interleaved"  # interleaved | ascending | descending
+    # FDG PET (optional): static frames on an oblique low-resolution grid
+    pet: bool = False
+    pet_shape: tuple[int, int, int] = (40, 48, 40)
+    pet_zooms: tuple[float, float, float] = (4.0, 4.0, 4.0)
+    pet_axcodes: str = "LAS"
+    pet_frames: int = 3
+    pet_frame_duration: float = 300.0
+    pet_noise: float = 0.05  # Gaussian noise SD relative to grey-matter activity
     # geometry and artefacts
     grid_tilt_deg: float = 12.0
     head_rotation_deg: float = 8.0
@@ -130,6 +148,8 @@ class SynthSpec:
             raise AppError("effect_size must be >= 0 (0 = no planted signal)", ExitCode.USAGE)
         if self.slice_order not in ("interleaved", "ascending", "descending"):
             raise AppError(f"unknown slice_order {self.slice_order!r}", ExitCode.USAGE)
+        if self.pet_frames < 1 or self.pet_frame_duration <= 0:
+            raise AppError("pet_frames must be >= 1 and pet_frame_duration > 0 s", ExitCode.USAGE)
         if not self.task.isalnum():
             raise AppError(f"task label {self.task!r} must be alphanumeric (BIDS)", ExitCode.USAGE)
 
@@ -142,8 +162,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
     "small": dict(template_res=2.0, t1w_shape=(80, 100, 88), t1w_zooms=(2.0, 2.0, 2.0),
                   bold_shape=(48, 48, 32), bold_zooms=(4.0, 4.0, 4.0), n_volumes=60,
-                  deriv_t1w_res=2.0, deriv_bold_res=3.0),
+                  deriv_t1w_res=2.0, deriv_bold_res=3.0, pet_shape=(60, 72, 60), pet_zooms=(3.0, 3.0, 3.0)),
     "realistic": dict(template_res=1.0, t1w_shape=(176, 256, 256), t1w_zooms=(1.0, 1.0, 1.0),
                       t1w_axcodes="RAS", bold_shape=(64, 64, 36), bold_zooms=(3.5, 3.5, 3.5),
-                      n_volumes=200, deriv_t1w_res=1.0, deriv_bold_res=3.0, t1w_noise=0.015),
+                      n_volumes=200, deriv_t1w_res=1.0, deriv_bold_res=3.0, t1w_noise=0.015,
+                      pet_shape=(88, 104, 88), pet_zooms=(2.0, 2.0, 2.0)),
 }

@@ -157,3 +157,31 @@ def test_real_dataset_voxel_scan_and_short_runs(tmp_path: Path) -> None:
     found, problems = collect_participants(ex, Preproc(min_volumes=6))
     assert problems == [] and [p.label for p in found] == ["04", "06"]
     assert found[1].sessions[0].bold_runs[0].n_volumes == 6
+
+
+def test_pet_is_optional_per_session_and_checked(tmp_path: Path) -> None:
+    """A session's PET is found (pybids datatype pet), a session without one has ``pet=None``, a
+    FrameDuration that does not match the frames is a participant problem, and a filter drops PET."""
+    import json
+
+    from m2m_bids.synth import SynthSpec, generate_dataset
+
+    bids = generate_dataset(tmp_path / "bids", SynthSpec.preset("tiny", n_participants=2, sessions=2, pet=True,
+                                                                n_volumes=8))
+    for path in (bids / "sub-01" / "ses-02" / "pet").iterdir():
+        path.unlink()
+    sidecar = bids / "sub-02" / "ses-01" / "pet" / "sub-02_ses-01_trc-FDG_pet.json"
+    broken = json.loads(sidecar.read_text())
+    broken["FrameDuration"] = [300.0]
+    sidecar.write_text(json.dumps(broken))
+    found, problems = collect_participants(_execution(bids, tmp_path), Preproc(min_volumes=4))
+    assert [p.label for p in found] == ["01"]
+    sessions = {s.session: s for s in found[0].sessions}
+    assert sessions["01"].pet is not None and sessions["01"].pet.path.name == "sub-01_ses-01_trc-FDG_pet.nii.gz"
+    assert sessions["01"].pet.entities == {"subject": "01", "session": "01", "tracer": "FDG"}
+    assert sessions["02"].pet is None
+    assert len(problems) == 1 and problems[0].label == "02" and "FrameDuration has 1 value" in problems[0].message
+    assert problems[0].path == str(bids / "sub-02" / "ses-01" / "pet" / "sub-02_ses-01_trc-FDG_pet.nii.gz")
+    no_pet, problems = collect_participants(
+        _execution(bids, tmp_path, bids_filters={"pet": {"datatype": "none"}}), Preproc(min_volumes=4))
+    assert problems == [] and all(s.pet is None for p in no_pet for s in p.sessions)
