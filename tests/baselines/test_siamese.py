@@ -1,4 +1,4 @@
-"""The Arco et al. siamese arch: registry contract, region crops, hinge loss, attention maps, learning a planted signal."""
+"""The Arco et al. siamese arch: registry contract, region crops, hinge loss, attention maps, planted learning."""
 
 from __future__ import annotations
 
@@ -168,6 +168,7 @@ def test_group_training_learns_the_planted_maps_and_its_attention_finds_the_regi
     assert apply_model(bundle, held_out, cfg.model_copy(update={"execution": execution})) == {}
     func = out / "sub-42" / "ses-1" / "func"
     anat = out / "sub-42" / "ses-1" / "anat"
+    assert not list(out.glob("sub-42/**/*stat-saliency*"))  # saliency ran on the maps; only attention is drawn
     tables = {"T1w": next(anat.glob("*stat-attention_desc-T1w_table.tsv")),
               "bold": next(func.glob("*stat-attention_desc-bold_table.tsv"))}
     for desc, planted_regions in (("T1w", ATROPHY), ("bold", HYPOMETABOLISM)):
@@ -177,3 +178,13 @@ def test_group_training_learns_the_planted_maps_and_its_attention_finds_the_regi
         median = ranked["rank"].median()
         ranks = ranked.set_index("name").loc[list(planted_regions), "rank"]
         assert ranks.mean() < median, (desc, ranks.to_dict(), median)
+
+    from m2m_bids.interpret.group import write_group_interpretation
+
+    bids = cfg.execution.bids_dir  # the group explanation reads the true labels from participants.tsv
+    bids.mkdir(parents=True, exist_ok=True)
+    table = phenotype.rename_axis("participant_id").rename(index=lambda p: f"sub-{p}")
+    table.to_csv(bids / "participants.tsv", sep="\t")
+    group = write_group_interpretation(bundle, entries[:6] + held_out, cfg)
+    top = pd.read_csv(group / "atlas-aal_desc-topregions_table.tsv", sep="\t")
+    assert set(top["modality"]) == {"T1w", "bold"} and set(top["stat"]) == {"attention"}
