@@ -128,6 +128,8 @@ def test_configuration_errors_name_the_fix():
         _model(functional_map="T1w")
     with pytest.raises(ValueError, match="needs grid_affine"):
         _model(grid_affine=[])
+    with pytest.raises(ValueError, match="siamese_min_voxels >= 1"):
+        _model(siamese_min_voxels=0)
     with pytest.raises(ValueError, match="no atlas region has >= 100000 voxels"):
         _model(siamese_min_voxels=100000)
     with pytest.raises(ValueError, match="needs the cache map 'falff'"):

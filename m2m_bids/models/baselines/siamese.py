@@ -215,8 +215,10 @@ class SiameseAttention(nn.Module):
         if cfg.functional_map not in FUNCTIONAL_MAPS:
             raise ValueError(f"siamese: functional_map {cfg.functional_map!r} invalid; choose 'auto' or one of "
                              f"{list(FUNCTIONAL_MAPS)}")
-        if cfg.hinge_weight < 0 or cfg.siamese_pretrain_epochs < 0:
-            raise ValueError("siamese: hinge_weight and siamese_pretrain_epochs must be >= 0")
+        if cfg.hinge_weight < 0 or cfg.siamese_pretrain_epochs < 0 or cfg.siamese_min_voxels < 1:
+            raise ValueError("siamese: hinge_weight and siamese_pretrain_epochs must be >= 0 and "
+                             f"siamese_min_voxels >= 1 (got {cfg.hinge_weight}, {cfg.siamese_pretrain_epochs}, "
+                             f"{cfg.siamese_min_voxels})")
         #: What the data pipeline feeds: the two cache maps, no fMRI windows / T1w / tabular row.
         self.input_maps = (STRUCTURAL_MAP, cfg.functional_map)
         self.input_modalities: tuple[str, ...] = ()
