@@ -113,7 +113,9 @@ def calibrate(model: Pipeline, x: np.ndarray, y: np.ndarray, inner: int, seed: i
                                                 cv=StratifiedKFold(inner, shuffle=True, random_state=seed)).fit(x, y)
         else:
             log.warning("connectome-svc: a class has one participant; Platt scaling fitted in-sample (overconfident)")
-            calibrated = CalibratedClassifierCV(FrozenEstimator(model.fit(x, y)), method="sigmoid").fit(x, y)
+            everyone = np.arange(len(y))  # one "split" scoring every participant: in-sample decision values
+            calibrated = CalibratedClassifierCV(FrozenEstimator(model.fit(x, y)), method="sigmoid",
+                                                cv=[(everyone, everyone)]).fit(x, y)
     _monotone(calibrated, y)
     return calibrated
 

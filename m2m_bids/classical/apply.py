@@ -56,8 +56,8 @@ SCALE_NOTE = ("relative to uniform: 1 = the mean importance over the voxels of t
               "the table's 'importance' column has the unscaled sum of |coefficients|")
 CAVEATS = ("Region importance comes from the linear model's coefficients on standardised features: a "
            "regional mean-T1w feature counts for its region, a connectivity edge is split half and half "
-           "between its two regions. It shows what the model weighs, not where disease is; 'contribution' "
-           "is this participant's signed push towards the class named in the table's sidecar.")
+           "between its two regions. It shows what the model weighs, not where disease is; the table file's "
+           "'contribution' column is this participant's signed push towards {towards}.")
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,8 @@ def region_table(ctx: Context, x: np.ndarray, class_index: int) -> tuple[pd.Data
     return table, volume
 
 
-def write_explanation(ctx: Context, namer: Namer, x: np.ndarray, prob: np.ndarray, sources: list[str]) -> MapView:
+def write_explanation(ctx: Context, namer: Namer, x: np.ndarray, class_index: int, sources: list[str]) -> MapView:
     """Statmap NIfTI + sidecar, atlas table + sidecar and the figure of one session."""
-    class_index = _explained_class(ctx.bundle, prob)
     table, volume = region_table(ctx, x, class_index)
     desc, towards = ctx.bundle.arch, ctx.bundle.classes[class_index]
     nii = namer.path(None, "statmap", ".nii.gz", space=ctx.template, res=ctx.res, stat=STAT, desc=desc)
@@ -249,13 +248,14 @@ def apply_session(ctx: Context, label: str, session: str | None, runs: list[Any]
         "PreprocessingParameters": ctx.bundle.preproc, "CacheKeys": [str(getattr(e, "key", "")) for e in runs],
         "InTrainingSet": in_training})
     sources = sorted({Path(str(getattr(e, "path", ""))).name for e in runs})
-    view = write_explanation(ctx, namer, x, probs[0], sources)
+    towards = _explained_class(ctx.bundle, probs[0])
+    view = write_explanation(ctx, namer, x, towards, sources)
     session_row = rows[0]
     prob = {c: float(session_row[f"prob_{c}"]) for c in classes}
     prob_fig = figs.save_figure(figs.probability_figure(prob, str(session_row["predicted_label"])),
                                 namer.figure("predictions", desc=ctx.bundle.arch))
     return SessionView(session=session, prediction=session_row, probabilities=prob, probability_figure=prob_fig,
-                       maps=[view], predictions_tsv=path, caveats=CAVEATS)
+                       maps=[view], predictions_tsv=path, caveats=CAVEATS.format(towards=classes[towards]))
 
 
 def apply_participant(ctx: Context, label: str, entries: list[Any], cfg: RunConfig) -> pd.DataFrame:

@@ -103,6 +103,16 @@ def test_platt_sigmoid_never_inverts_the_svc_ranking():
     assert np.ptp(model.predict_proba(x)[:, 1]) == 0  # the base rate for everyone
 
 
+def test_platt_in_sample_when_a_class_has_one_participant():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(3, 6)), np.array([0, 0, 1])
+    x[2] += 2.0
+    model = calibrate(make_classifier(SVC, 1.0, 5000, seed=0, k_best=3), x, y, inner=1, seed=0)
+    linear = LinearModel.from_dict(export(model, SVC), 2)
+    np.testing.assert_allclose(linear.proba(x), model.predict_proba(x), atol=1e-9)
+    assert model.predict_proba(x)[2, 1] > model.predict_proba(x)[0, 1]
+
+
 def test_region_values_split_each_edge_between_its_two_regions():
     # 3 regions: edges (0,1), (0,2), (1,2), then the three regional T1w means
     values = region_values(np.array([2.0, 4.0, 0.0, 10.0, 20.0, 30.0]), 3)
@@ -157,7 +167,7 @@ def test_participant_level_applies_the_bundle(trained):
     assert np.allclose(np.asarray(img.dataobj)[labels == hippocampus],
                        regions.set_index("name").loc["Hippocampus_L", "mean"], rtol=1e-5)
     html = (out / "sub-33.html").read_text()
-    assert "Session 2" in html and "Hippocampus" in html and "run(s) averaged" in html
+    assert "Session 2" in html and "Hippocampus" in html and "run(s) averaged" in html and "towards AD" in html
     assert "predictions.tsv" in (out / ".bidsignore").read_text()
 
 
