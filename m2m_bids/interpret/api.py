@@ -4,7 +4,9 @@ For each participant with cached tensors: check the bundle fits the data (prepro
 that the participant was not in the training set, run the model over every window, and write the
 predictions, attention/saliency maps, atlas tables, brain states, figures and ``sub-<id>.html``.
 The dataset-level ``predictions.tsv`` is updated under a file lock, so SLURM array tasks writing at
-once never lose each other's rows. One participant's failure is returned, not raised.
+once never lose each other's rows. One participant's failure is returned, not raised. A classical
+bundle (``classical-model.json``) is applied by :func:`m2m_bids.classical.apply.apply_classical`,
+which reuses these checks and writers.
 """
 
 from __future__ import annotations
