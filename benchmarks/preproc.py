@@ -7,7 +7,7 @@ after each stage (stages run in this process, in the order the workflow runs the
 whole participant through ``preprocess_participants`` (nipype MultiProc). Targets: < 90 s and
 < 4 GB peak RSS on 2 cores.
 
-    python benchmarks/preproc.py --threads 2 [--volumes 200] [--out /tmp/m2m-bench-preproc]
+    python benchmarks/preproc.py --threads 2 [--volumes 200] [--pet] [--out /tmp/m2m-bench-preproc]
 """
 
 from __future__ import annotations
@@ -64,7 +64,33 @@ def make_inputs(root: Path, n_volumes: int) -> tuple[Path, Path, dict]:
     return t1_path, bold_path, meta
 
 
-def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: int) -> list[tuple[str, float, float]]:
+def make_pet(root: Path, frames: int = 3) -> Path:
+    """A realistic-size static FDG PET (88x104x88 at 2 mm, ``frames`` 5-min frames) of the same head:
+    the template's GM/WM/CSF uptake (1 : 0.35 : 0.05) moved by the benchmark's head pose, plus noise."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "preproc"))
+    from helpers import rigid_matrix, subject_affine
+    from scipy import ndimage
+
+    from m2m_bids.preproc.grid import OutputGrid
+    from m2m_bids.preproc.resample import resample_series
+    from m2m_bids.synth.sources import load_templates
+
+    raw, affine = load_templates()
+    csf = np.clip(raw["mask"] - raw["gm"] - raw["wm"], 0, 1)
+    uptake = ndimage.gaussian_filter((raw["gm"] + 0.35 * raw["wm"] + 0.05 * csf) * raw["mask"], 6.0 / 2.3548)
+    shape = (88, 104, 88)
+    aff = subject_affine(shape, 2.0)
+    grid = OutputGrid(shape, aff, 2.0)
+    pet = 12000.0 * resample_series(uptake, affine, grid, rigid_matrix((5, -3, 4), (4, -6, 3))[None])
+    rng = np.random.default_rng(1)
+    data = np.stack([np.clip(pet + rng.normal(0, 600, shape), 0, None) for _ in range(frames)], axis=-1)
+    path = root / "sub-01_trc-FDG_pet.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), aff), str(path))
+    return path
+
+
+def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: int,
+               pet_path: Path | None = None) -> list[tuple[str, float, float]]:
     from m2m_bids.preproc import sink, steps
 
     res, shape = 3.0, [64, 64, 64]
@@ -91,17 +117,24 @@ def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: 
     alff, falff, mean = stage("bold_maps", steps.bold_maps, smoothed, maskg, 2.0, [0.01, 0.08])
     stage("store_cache", sink.store_run, "ab" * 32, str(work / "cache"), json.dumps({"participant": "01"}), t1g,
           maskg, smoothed, motion, record, True, {"gm": gm, "alff": alff, "falff": falff, "bold_mean": mean})
+    if pet_path is not None:
+        pet_mean = stage("prepare_pet", steps.pet_prepare, str(pet_path), [300.0, 300.0, 300.0])
+        pet_coreg = stage("coregister_pet", steps.pet_coregister, pet_mean, t1p, threads, 0)
+        stage("resample_pet", steps.pet_to_grid, pet_mean, pet_coreg, tx, maskg, res, shape)
     return rows
 
 
-def run_workflow(t1_path: Path, bold_path: Path, meta: dict, out: Path, threads: int) -> float:
-    from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, SessionInputs
+def run_workflow(t1_path: Path, bold_path: Path, meta: dict, out: Path, threads: int,
+                 pet_path: Path | None = None) -> float:
+    from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, PetImage, SessionInputs
     from m2m_bids.config import RunConfig
     from m2m_bids.preproc.api import preprocess_participants
 
     run = BoldRun(path=bold_path, entities={"subject": "01", "task": "rest"}, metadata=meta,
                   n_volumes=nib.load(str(bold_path)).shape[3], repetition_time=2.0)
-    person = ParticipantInputs("01", (SessionInputs(None, t1_path, (run,), {"subject": "01"}),))
+    pet = None if pet_path is None else PetImage(pet_path, {"subject": "01", "tracer": "FDG"},
+                                                 {"FrameDuration": [300.0, 300.0, 300.0]})
+    person = ParticipantInputs("01", (SessionInputs(None, t1_path, (run,), {"subject": "01"}, pet),))
     cfg = RunConfig.model_validate({"execution": {"bids_dir": t1_path.parent, "output_dir": out.parent / f"{out.name}-out",
                                                   "analysis_level": "participant", "nprocs": threads,
                                                   "omp_nthreads": threads}})
@@ -118,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volumes", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip-workflow", action="store_true")
+    parser.add_argument("--pet", action="store_true", help="add a realistic-size FDG PET and the PET branch")
     args = parser.parse_args(argv)
     import os
 
@@ -130,14 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(root.parent / f"{root.name}-out", ignore_errors=True)
     root.mkdir(parents=True)
     t1_path, bold_path, meta = make_inputs(root, args.volumes)
-    print(f"inputs: T1w {nib.load(str(t1_path)).shape}, BOLD {nib.load(str(bold_path)).shape}")
-    rows = run_stages(t1_path, bold_path, meta, root / "stages", args.threads)
+    pet_path = make_pet(root) if args.pet else None
+    print(f"inputs: T1w {nib.load(str(t1_path)).shape}, BOLD {nib.load(str(bold_path)).shape}"
+          + (f", PET {nib.load(str(pet_path)).shape}" if pet_path else ""))
+    rows = run_stages(t1_path, bold_path, meta, root / "stages", args.threads, pet_path)
     print("| stage | wall (s) | peak RSS so far (GB) |\n|---|---|---|")
     for name, wall, rss in rows:
         print(f"| {name} | {wall:.2f} | {rss:.2f} |")
     print(f"| **all stages** | **{sum(r[1] for r in rows):.1f}** | **{max(r[2] for r in rows):.2f}** |")
     if not args.skip_workflow:
-        wall = run_workflow(t1_path, bold_path, meta, root, args.threads)
+        wall = run_workflow(t1_path, bold_path, meta, root, args.threads, pet_path)
         print(f"\nwhole participant through preprocess_participants (MultiProc, nprocs={args.threads}): {wall:.1f} s")
     return 0
 
