@@ -243,7 +243,7 @@ class SiameseAttention(nn.Module):
         n = self.config.siamese_pretrain_epochs
         self.stage = "joint" if n == 0 else ("siamese" if epoch < n else "head")
 
-    def region_crops(self, volume: torch.Tensor, name: str, modality: int) -> torch.Tensor:
+    def region_crops(self, volume: torch.Tensor | None, name: str, modality: int) -> torch.Tensor:
         """``(B, 1, X, Y, Z)`` map -> standardised region boxes ``(B, R, V)``."""
         size = tuple(self.config.img_size)
         if volume is None:
