@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ARCHS = ("m2m", "swift", "cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d", "connectome-logreg")
+DEFAULT_ARCHS = ("m2m", "swift", "cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d", "masan", "siamese",
+                 "connectome-logreg", "connectome-svc")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
