@@ -201,12 +201,6 @@ def _warp_coords(grid: OutputGrid, transforms: list[str], moving) -> np.ndarray:
     return coords
 
 
-def register_bold_to_t1w(mean_bold: nib.Nifti1Image, t1w: nib.Nifti1Image, threads: int = 1,
-                         seed: int = 0) -> np.ndarray:
-    """Rigid mean-BOLD -> T1w registration (Mattes mutual information); returns the T1w -> BOLD pull map."""
-    return register_rigid_to_t1w(mean_bold, t1w, threads=threads, seed=seed)
-
-
 def register_rigid_to_t1w(moving: nib.Nifti1Image, t1w: nib.Nifti1Image, *, threads: int = 1,
                           seed: int = 0) -> np.ndarray:
     """Rigid registration of another contrast of the same head (mean BOLD, PET) to its T1w, with

@@ -25,7 +25,8 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
               stc_record: str, standardize: bool, maps: dict[str, str]) -> str:
     """Write the cache entry of one run; returns its folder. The brain mask is restricted to the
     voxels the BOLD field of view covers (a partial-coverage EPI leaves the rest at zero).
-    ``maps`` names the per-run ``.npy`` maps (:mod:`m2m_bids.preproc.maps`) stored as they are."""
+    ``maps`` names the per-run ``.npy`` maps (:mod:`m2m_bids.preproc.maps`, and the session's PET),
+    stored zero outside that run mask like every tensor of the entry."""
     from m2m_bids.preproc.maps import coverage_mask
     from m2m_bids.preproc.steps import read_motion
 
@@ -48,7 +49,7 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
         "brain_voxels": int(run_mask.sum()),
     })
     tensors = {"fmri": fmri, "smri": np.load(t1w), "mask": run_mask.astype(np.uint8)}
-    tensors.update({name: np.load(path) for name, path in sorted(maps.items())})
+    tensors.update({name: np.load(path) * run_mask for name, path in sorted(maps.items())})  # 0 outside, as fmri
     entry = TensorCache(Path(cache_dir)).put(key, tensors, meta)
     log.info("cached %s (%s)", entry.key[:12], meta.get("source_bold"))
     return str(entry.path)

@@ -169,9 +169,9 @@ def read_motion(path: str) -> np.ndarray:
 
 def bold_coregister(boldref: str, t1w_prepared: str, threads: int, seed: int, out_dir: str) -> str:
     """Rigid boldref -> T1w; saves the T1w -> BOLD pull map as ``.npy``."""
-    from m2m_bids.preproc.registration import register_bold_to_t1w
+    from m2m_bids.preproc.registration import register_rigid_to_t1w
 
-    matrix = register_bold_to_t1w(nib.load(boldref), nib.load(t1w_prepared), threads=threads, seed=seed)
+    matrix = register_rigid_to_t1w(nib.load(boldref), nib.load(t1w_prepared), threads=threads, seed=seed)
     out = Path(out_dir) / "t1w_to_bold.npy"
     np.save(out, matrix)
     return str(out)

@@ -1,7 +1,7 @@
 """Synthetic BIDS datasets with planted, recorded Alzheimer's-spectrum group differences.
 
-``generate_dataset(out_dir, SynthSpec.preset("tiny"))`` writes T1w + resting BOLD + a clinical
-participants.tsv, with ``sourcedata/ground_truth.json`` holding every planted effect, head pose,
+``generate_dataset(out_dir, SynthSpec.preset("tiny"))`` writes T1w + resting BOLD (+ FDG PET with
+``pet=True``) + a clinical participants.tsv, with ``sourcedata/ground_truth.json`` holding every planted effect, head pose,
 affine, slice timing and motion parameter; ``m2m-synth OUT_DIR`` is the command-line form.
 """
 

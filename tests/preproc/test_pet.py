@@ -137,3 +137,24 @@ def test_pet_derivative_is_written_and_validator_clean(pet_run) -> None:
     writer.update_bidsignore()
     report = run_validator(out)
     assert report.returncode == 0 and report.ok, report.errors
+
+
+def test_pet_with_fmriprep_bold_goes_through_the_raw_t1w(tmp_path: Path) -> None:
+    """A session whose BOLD comes from fMRIPrep derivatives still gets its PET (registered to the raw T1w)."""
+    from m2m_bids.bids.layout import collect_participants
+    from m2m_bids.preproc.api import preprocess_participants
+    from m2m_bids.synth import SynthSpec, generate_dataset
+
+    spec = SynthSpec.preset("tiny", n_participants=1, pet=True, n_volumes=12, fmriprep_derivatives=True)
+    bids = generate_dataset(tmp_path / "bids", spec)
+    cfg = tiny_config(bids, tmp_path / "out", execution={"nipype_plugin": "Linear"})
+    participants, problems = collect_participants(cfg.execution, cfg.preproc)
+    assert problems == []
+    result = preprocess_participants(participants, cfg)[0]
+    assert result.error is None, result.error
+    entry = result.entries[0]
+    assert entry.meta["input"] == "fmriprep" and "pet" in entry.names
+    pet = np.asarray(entry.load("pet"), dtype=np.float32)
+    _, _, uptake = _truth_on_grid(spec, bids, entry)
+    inside = (entry.load("mask") > 0) & (pet > 0)
+    assert np.corrcoef(pet[inside], uptake[inside])[0, 1] > 0.85
