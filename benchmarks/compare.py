@@ -10,7 +10,7 @@ docs) and ``compare.svg`` (ROC-AUC per fold and mean ± sd per arch).
     python benchmarks/compare.py /tmp/compare --n-participants 16 --folds 4 --epochs 10 \\
         --archs m2m swift cnn-lstm cnn-gru cnn3d lstm3d gru3d connectome-logreg
     python benchmarks/compare.py /tmp/compare-real --bids ../shared/data/bids-real --folds 2 \\
-        --extra-config real.toml   # e.g. [preproc] min_volumes = 6 / [train] label_rule = "..."
+        --participant-label 01 02 03 04 10 --extra-config benchmarks/compare-bids-real.toml
 
 Training time is the wall time of the group level (cache verification, CV folds, final model,
 metrics figures; group explanations and report are switched off), on the ``--device`` given.
@@ -43,8 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--pet", action="store_true", help="the synthetic dataset also has FDG PET (siamese reads it)")
     p.add_argument("--bids", type=Path, default=None,
                    help="an existing BIDS dataset instead of a synthetic one (--n-participants etc. ignored)")
+    p.add_argument("--participant-label", nargs="+", default=None,
+                   help="only these participants (e.g. the ones whose runs pass preprocessing)")
     p.add_argument("--extra-config", type=Path, default=None,
                    help="TOML appended to the run's config file (preproc/train options for this dataset)")
     return p.parse_args(argv)
@@ -68,7 +71,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[str]]:
     bids = args.bids.resolve() if args.bids else args.out_dir / "bids"
     if args.bids is None and not (bids / "dataset_description.json").is_file():
         spec = SynthSpec.preset(args.synth_preset, n_participants=args.n_participants, classes=("CN", "AD"),
-                                seed=args.seed, effect_size=args.effect_size)
+                                seed=args.seed, effect_size=args.effect_size, pet=args.pet)
         generate_dataset(bids, spec)
     config = args.out_dir / "compare-config.toml"  # time training, not the group explanations/report
     extra = args.extra_config.read_text(encoding="utf-8") if args.extra_config else ""
@@ -76,6 +79,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[str]]:
     common = ["--config-file", str(config), "--preset", args.app_preset, "--random-seed", str(args.seed), "--classes", "CN,AD",
               "--cache-dir", str(args.out_dir / "cache"), "--work-dir", str(args.out_dir / "work"),
               "--device", args.device]
+    if args.participant_label:
+        common += ["--participant-label", *args.participant_label]
     run_m2m([str(bids), str(args.out_dir / "preprocessed"), "participant", *common])
     return bids, common
 
@@ -162,8 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     bids, common = prepare(args)
     rows = [train_one(args, bids, common, arch) for arch in args.archs]
     data = (f"dataset {args.bids}" if args.bids else
-            f"{args.n_participants} synthetic participants (CN/AD, `{args.synth_preset}` data, effect size "
-            f"{args.effect_size})")
+            f"{args.n_participants} synthetic participants (CN/AD, `{args.synth_preset}` data"
+            f"{' with FDG PET' if args.pet else ''}, effect size {args.effect_size})")
     header = (f"{data}, `--preset {args.app_preset}`, {args.folds} folds, {args.epochs} epochs, seed "
               f"{args.seed}, device {args.device} ({platform.processor() or platform.machine()}); "
               f"{time.strftime('%Y-%m-%d', time.gmtime())}")

@@ -151,7 +151,8 @@ def _print_plan(participants: list[ParticipantInputs]) -> None:
             runs = ", ".join(f"{run.path.name} ({run.n_volumes} vols, TR {run.repetition_time:g} s)"
                              for run in session.bold_runs)
             where = f" ses-{session.session}" if session.session else ""
-            print(f"sub-{participant.label}{where}: T1w {session.t1w.name}; BOLD {runs}")
+            pet = f"; PET {session.pet.path.name}" if session.pet else ""
+            print(f"sub-{participant.label}{where}: T1w {session.t1w.name}; BOLD {runs}{pet}")
 
 
 def _preprocess(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> list:

@@ -75,6 +75,15 @@ def test_label_forms(capsys: pytest.CaptureFixture[str], tiny_bids: Path, tmp_pa
     assert planned(capsys, tiny_bids, out, "--exclude-participant-label", "sub-01", "02") == ["sub-03", "sub-04"]
 
 
+def test_dry_run_lists_pet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from m2m_bids.synth import SynthSpec, generate_dataset
+
+    bids = generate_dataset(tmp_path / "bids", SynthSpec.preset("tiny", n_participants=2, pet=True, seed=1))
+    assert m2m(bids, tmp_path / "out", "participant", "--dry-run", "--skip-bids-validation") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sub-")]
+    assert len(lines) == 2 and all("; PET sub-" in line and line.endswith("_trc-FDG_pet.nii.gz") for line in lines)
+
+
 def test_selection_errors(tiny_bids: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     common = ["participant", "--dry-run", "--skip-bids-validation"]
