@@ -38,13 +38,13 @@ from m2m_bids.classical.features import Parcellation, grid_affine, parcellation_
 from m2m_bids.classical.model import LinearModel, region_values
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.interpret.api import bidsignore, check_leakage, participant_of, session_of
+from m2m_bids.interpret.api import apply_each, check_leakage, participant_of, session_of
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
 from m2m_bids.interpret.bundle import entry_preproc, preproc_differences, refuse_mismatch, training_participants
 from m2m_bids.interpret.inference import meta_value
 from m2m_bids.interpret.maps import relative_to_uniform, to_nifti
 from m2m_bids.interpret.naming import Namer, res_label
-from m2m_bids.interpret.predictions import update_predictions, write_tsv
+from m2m_bids.interpret.predictions import write_tsv
 from m2m_bids.io_utils import atomic_path, write_json_atomic
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.participant import MapView, SessionView, render_participant
@@ -290,20 +290,4 @@ def apply_classical(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dic
     grouped: dict[str, list[Any]] = defaultdict(list)
     for entry in entries:
         grouped[participant_of(entry)].append(entry)
-    failures: dict[str, AppError] = {}
-    rows = []
-    for label in sorted(grouped):
-        try:
-            rows.append(apply_participant(ctx, label, grouped[label], cfg))
-            log.info("sub-%s: predicted %s", label, ", ".join(rows[-1]["predicted_label"].astype(str)))
-        except AppError as err:
-            failures[label] = err
-        except OSError as err:
-            failures[label] = AppError(f"could not write the outputs of sub-{label}: {err}", ExitCode.IO_ERROR,
-                                       path=str(getattr(err, "filename", "") or cfg.execution.output_dir))
-        if failures.get(label) is not None and cfg.execution.stop_on_first_crash:
-            break
-    if rows:
-        update_predictions(cfg.execution.output_dir, pd.concat(rows, ignore_index=True), bundle.classes)
-    bidsignore(cfg)
-    return failures
+    return apply_each(grouped, lambda label, runs: apply_participant(ctx, label, runs, cfg), cfg, bundle.classes)

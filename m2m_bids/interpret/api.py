@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +155,20 @@ def apply_model(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dict[st
     for entry in entries:
         grouped[participant_of(entry)].append(entry)
     features = tabular_features(bundle, cfg.execution.bids_dir, sorted(grouped))
+    return apply_each(grouped, lambda label, runs: apply_participant(ctx, label, runs, features[label], cfg, device),
+                      cfg, bundle.classes)
+
+
+def apply_each(grouped: dict[str, list[Any]], apply_one: Callable[[str, list[Any]], pd.DataFrame],
+               cfg: RunConfig, classes: list[str]) -> dict[str, AppError]:
+    """Apply ``apply_one(label, entries)`` to every participant, keep going past per-participant
+    failures (unless ``--stop-on-first-crash``), then update the dataset-level predictions table
+    once and the .bidsignore. Shared by the torch and the classical bundles."""
     failures: dict[str, AppError] = {}
     rows = []
     for label in sorted(grouped):
         try:
-            rows.append(apply_participant(ctx, label, grouped[label], features[label], cfg, device))
+            rows.append(apply_one(label, grouped[label]))
             log.info("sub-%s: predicted %s", label, ", ".join(rows[-1]["predicted_label"].astype(str)))
         except AppError as err:
             failures[label] = err
@@ -168,7 +178,7 @@ def apply_model(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dict[st
         if failures.get(label) is not None and cfg.execution.stop_on_first_crash:
             break
     if rows:
-        update_predictions(cfg.execution.output_dir, pd.concat(rows, ignore_index=True), bundle.classes)
+        update_predictions(cfg.execution.output_dir, pd.concat(rows, ignore_index=True), classes)
     bidsignore(cfg)
     return failures
 
