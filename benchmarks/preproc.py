@@ -110,7 +110,7 @@ def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: 
     boldp = stage("prepare_bold", steps.bold_prepare, str(bold_path), 0, 20)
     stc, record = stage("slice_timing", steps.bold_slice_timing, boldp, str(bold_path), json.dumps(meta), 0.5, True)
     motion, boldref = stage("estimate_motion", steps.bold_motion, boldp, True)
-    coreg = stage("coregister_bold", steps.bold_coregister, boldref, t1p, threads, 0)
+    coreg = stage("coregister_bold", steps.rigid_coregister, boldref, t1p, threads, 0)
     grid = stage("resample_bold", steps.bold_to_grid, stc, motion, coreg, tx, res, shape)
     smoothed = stage("smooth_bold", steps.smooth_grid, grid, 6.0, res)
     gm = stage("grey_matter", steps.grey_matter_grid, t1g, maskg, res)
@@ -119,7 +119,7 @@ def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: 
           maskg, smoothed, motion, record, True, {"gm": gm, "alff": alff, "falff": falff, "bold_mean": mean})
     if pet_path is not None:
         pet_mean = stage("prepare_pet", steps.pet_prepare, str(pet_path), [300.0, 300.0, 300.0])
-        pet_coreg = stage("coregister_pet", steps.pet_coregister, pet_mean, t1p, threads, 0)
+        pet_coreg = stage("coregister_pet", steps.rigid_coregister, pet_mean, t1p, threads, 0)
         stage("resample_pet", steps.pet_to_grid, pet_mean, pet_coreg, tx, maskg, res, shape)
     return rows
 

@@ -180,22 +180,22 @@ class Motion(_StepInterface):
 
 
 class _CoregIn(BaseInterfaceInputSpec):
-    boldref = File(exists=True, mandatory=True)
+    moving = File(exists=True, mandatory=True, desc="boldref or mean PET")
     t1w = File(exists=True, mandatory=True)
     threads = traits.Int(1, usedefault=True)
     seed = traits.Int(0, usedefault=True)
 
 
 class Coregister(_StepInterface):
-    """Rigid mean-BOLD -> T1w registration (ANTs, mutual information)."""
+    """Rigid mean-BOLD or mean-PET -> T1w registration (ANTs, mutual information)."""
 
     input_spec, output_spec, _outputs_names = _CoregIn, _TransformOut, ("transform",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import bold_coregister
+        from m2m_bids.preproc.steps import rigid_coregister
 
         i = self.inputs
-        return bold_coregister(i.boldref, i.t1w, i.threads, i.seed, out_dir)
+        return rigid_coregister(i.moving, i.t1w, i.threads, i.seed, out_dir)
 
 
 class _BoldToGridIn(_GridIn):
@@ -250,25 +250,6 @@ class PetPrepare(_StepInterface):
         from m2m_bids.preproc.steps import pet_prepare
 
         return pet_prepare(self.inputs.in_file, list(self.inputs.frame_durations), out_dir)
-
-
-class _PetCoregIn(BaseInterfaceInputSpec):
-    pet = File(exists=True, mandatory=True)
-    t1w = File(exists=True, mandatory=True)
-    threads = traits.Int(1, usedefault=True)
-    seed = traits.Int(0, usedefault=True)
-
-
-class PetCoregister(_StepInterface):
-    """Rigid mean-PET -> T1w registration (ANTs, mutual information)."""
-
-    input_spec, output_spec, _outputs_names = _PetCoregIn, _TransformOut, ("transform",)
-
-    def _step(self, out_dir):
-        from m2m_bids.preproc.steps import pet_coregister
-
-        i = self.inputs
-        return pet_coregister(i.pet, i.t1w, i.threads, i.seed, out_dir)
 
 
 class _PetToGridIn(_GridIn):

@@ -167,12 +167,13 @@ def read_motion(path: str) -> np.ndarray:
     return np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2)
 
 
-def bold_coregister(boldref: str, t1w_prepared: str, threads: int, seed: int, out_dir: str) -> str:
-    """Rigid boldref -> T1w; saves the T1w -> BOLD pull map as ``.npy``."""
+def rigid_coregister(moving: str, t1w_prepared: str, threads: int, seed: int, out_dir: str) -> str:
+    """Rigid moving image (boldref, mean PET) -> T1w (ANTs, mutual information); saves the
+    T1w -> moving pull map as ``t1w_to_moving.npy``."""
     from m2m_bids.preproc.registration import register_rigid_to_t1w
 
-    matrix = register_rigid_to_t1w(nib.load(boldref), nib.load(t1w_prepared), threads=threads, seed=seed)
-    out = Path(out_dir) / "t1w_to_bold.npy"
+    matrix = register_rigid_to_t1w(nib.load(moving), nib.load(t1w_prepared), threads=threads, seed=seed)
+    out = Path(out_dir) / "t1w_to_moving.npy"
     np.save(out, matrix)
     return str(out)
 
@@ -250,16 +251,6 @@ def pet_prepare(pet: str, frame_durations: list[float], out_dir: str) -> str:
                        hint="give FrameDuration in the sidecar one value (seconds) per frame") from err
     out = Path(out_dir) / "pet_mean.nii"
     nib.save(nib.Nifti1Image(mean, img.affine), str(out))
-    return str(out)
-
-
-def pet_coregister(pet_mean: str, t1w_prepared: str, threads: int, seed: int, out_dir: str) -> str:
-    """Rigid PET -> T1w (ANTs, mutual information); saves the T1w -> PET pull map as ``.npy``."""
-    from m2m_bids.preproc.registration import register_rigid_to_t1w
-
-    matrix = register_rigid_to_t1w(nib.load(pet_mean), nib.load(t1w_prepared), threads=threads, seed=seed)
-    out = Path(out_dir) / "t1w_to_pet.npy"
-    np.save(out, matrix)
     return str(out)
 
 

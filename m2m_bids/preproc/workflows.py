@@ -70,13 +70,13 @@ def init_pet_wf(*, resolution_mm: float, grid_shape: list[int], omp_nthreads: in
                                                   "mask_grid"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=["pet_grid"]), name="outputnode")
     prepare = pe.Node(ifc.PetPrepare(), name="prepare_pet", mem_gb=0.5)
-    coreg = pe.Node(ifc.PetCoregister(threads=omp_nthreads, seed=seed), name="coregister_pet",
+    coreg = pe.Node(ifc.Coregister(threads=omp_nthreads, seed=seed), name="coregister_pet",
                     n_procs=omp_nthreads, mem_gb=0.5)
     to_grid = pe.Node(ifc.PetToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape)),
                       name="resample_pet", mem_gb=0.5)
     wf.connect([
         (inputnode, prepare, [("pet", "in_file"), ("frame_durations", "frame_durations")]),
-        (prepare, coreg, [("out_file", "pet")]),
+        (prepare, coreg, [("out_file", "moving")]),
         (inputnode, coreg, [("t1w_prepared", "t1w")]),
         (prepare, to_grid, [("out_file", "in_file")]),
         (coreg, to_grid, [("transform", "coreg")]),
@@ -117,7 +117,7 @@ def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float,
         (inputnode, stc, [("bold", "source_file"), ("metadata", "metadata")]),
         (prepare, stc, [("out_file", "in_file")]),
         (prepare, motion, [("out_file", "in_file")]),
-        (motion, coreg, [("boldref", "boldref")]),
+        (motion, coreg, [("boldref", "moving")]),
         (inputnode, coreg, [("t1w_prepared", "t1w")]),
         (stc, resample, [("out_file", "in_file")]),
         (motion, resample, [("motion", "motion")]),
