@@ -18,6 +18,7 @@ import pandas as pd
 from torch import nn
 
 from m2m_bids.config import RunConfig
+from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import write_json_atomic
 from m2m_bids.training import checkpoint as ckpt
 from m2m_bids.training.augment import Augmenter
@@ -87,6 +88,20 @@ class SplitRunner:
             overrides["functional_map"] = "pet" if all(_has_tensor(e, "pet") for e in self.entries) else "falff"
         return overrides
 
+    def check_maps(self, model: nn.Module) -> None:
+        """Refuse, naming the participants and the fix, when cache entries lack a map the model reads
+        (a PET map for participants without PET, or entries written by an older version)."""
+        from m2m_bids.models import input_maps
+
+        for name in input_maps(model):
+            lacking = sorted({participant_of(e) for e in self.entries if not _has_tensor(e, name)})
+            if lacking:
+                hint = ("choose another functional_map (model.overrides) or leave these participants out"
+                        if name == "pet" else "re-run the participant level so that the cache entries are rebuilt")
+                raise AppError(f"--arch {self.cfg.model.arch} reads the cache map {name!r}, which the entries of "
+                               f"{len(lacking)} participant(s) lack: " + ", ".join(f"sub-{p}" for p in lacking[:10]),
+                               ExitCode.DATA_ERROR, hint=hint)
+
     def _records(self, ids: tuple[str, ...], tab: dict[str, np.ndarray]) -> list[RunRecord]:
         wanted = set(ids)
         y = {p: int(v) for p, v in self.labels.y.items()}
@@ -122,6 +137,7 @@ class SplitRunner:
         model = self.build_model(encoder.n_features)
         from m2m_bids.models import model_info
 
+        self.check_maps(model)
         train_set, val_set, test_set = self.datasets(split, encoder, model)
 
         info = model_info(model)

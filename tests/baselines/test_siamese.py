@@ -151,6 +151,20 @@ def test_group_run_resolves_pet_when_every_run_has_it(cache, tmp_path):
     assert model.config.grid_affine == tuple(np.ravel(entries[0].meta["affine"]))
 
 
+def test_a_missing_map_is_refused_with_the_participants_and_the_fix(cache, tmp_path):
+    from m2m_bids.exitcodes import AppError, ExitCode
+    from m2m_bids.training.labels import derive_labels
+    from m2m_bids.training.splitrun import SplitRunner
+
+    entries, phenotype = build_planted(cache, n_per_class=1, frames=4)  # no PET
+    cfg = arch_config(tmp_path, "siamese", overrides={"functional_map": "pet"})
+    labels = derive_labels(phenotype, sorted(phenotype.index), label_column="diagnosis", classes=["CN", "AD"])
+    runner = SplitRunner(entries, phenotype, labels, cfg, dist=None, run_dir=tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(AppError, match=r"reads the cache map 'pet'.*2 participant\(s\) lack: sub-01, sub-02") as err:
+        runner.check_maps(runner.build_model(0))
+    assert err.value.code == ExitCode.DATA_ERROR and "functional_map" in err.value.hint
+
+
 def test_group_training_learns_the_planted_maps_and_its_attention_finds_the_regions(cache, tmp_path):
     """``--arch siamese`` through train_group (auto -> falff), then the participant level's attention tables."""
     planted = {"gm_atrophy": 2.0, "hypometabolism": 2.0}
