@@ -91,18 +91,25 @@ def params_of(out: Path, arch: str) -> int | None:
     if (bundle / "model-card.json").is_file():
         return int(json.loads((bundle / "model-card.json").read_text())["model"]["params"])
     if (bundle / "classical-model.json").is_file():
-        model = json.loads((bundle / "classical-model.json").read_text())
+        model = json.loads((bundle / "classical-model.json").read_text())["model"]
         return sum(len(row) for row in model["coef"]) + len(model["intercept"])
     return None
 
 
 def train_one(args: argparse.Namespace, bids: Path, common: list[str], arch: str) -> dict[str, Any]:
-    """One group-level run of ``arch``; returns its row of the comparison table."""
+    """One group-level run of ``arch``; returns its row of the comparison table.
+
+    A finished run (``compare-seconds.txt`` beside its outputs) is read back, not retrained, so an
+    interrupted comparison resumes where it stopped.
+    """
     out = args.out_dir / "runs" / arch
-    started = time.perf_counter()
-    run_m2m([str(bids), str(out), "group", *common, "--arch", arch, "--folds", str(args.folds),
-             "--epochs", str(args.epochs)])
-    seconds = time.perf_counter() - started
+    timing = out / "compare-seconds.txt"
+    if not timing.is_file():
+        started = time.perf_counter()
+        run_m2m([str(bids), str(out), "group", *common, "--arch", arch, "--folds", str(args.folds),
+                 "--epochs", str(args.epochs)])
+        timing.write_text(f"{time.perf_counter() - started:.1f}\n", encoding="utf-8")
+    seconds = float(timing.read_text(encoding="utf-8"))
     metrics = json.loads((out / "group" / "metrics.json").read_text())
     row: dict[str, Any] = {"arch": arch, "params": params_of(out, arch), "train_seconds": round(seconds, 1)}
     for name in ("roc_auc", "pr_auc", "accuracy"):
