@@ -30,7 +30,7 @@ from m2m_bids.reports.participant import MapView, SessionView, StateView
 log = logging.getLogger(__name__)
 
 #: What each stored modality is called in file names (``desc-``) and datatype folders.
-MODALITY_DESC = {"smri": ("T1w", "anat"), "fmri": ("bold", "func")}
+MODALITY_DESC = {"smri": ("T1w", "anat"), "fmri": ("bold", "func"), "pet": ("pet", "pet")}
 SCALE_NOTE = "relative to uniform: 1 = the score of every voxel if the model weighed all voxels equally"
 
 

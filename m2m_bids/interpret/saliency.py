@@ -23,6 +23,8 @@ from torch import nn
 
 #: Modalities that are images (saliency maps); tabular features get per-feature scores instead.
 IMAGE_MODALITIES = ("fmri", "smri")
+#: The modality a per-run cache map input is explained as (its saliency map is named after it).
+MAP_MODALITY = {"gm": "smri", "falff": "fmri", "alff": "fmri", "bold_mean": "fmri", "pet": "pet"}
 
 
 @dataclass
@@ -70,8 +72,8 @@ def input_gradient(model: nn.Module, inputs: Mapping[str, torch.Tensor], target:
         if name == "tabular":
             result.tabular = attribution.sum(0).cpu().numpy()
             continue
-        if attribution.ndim == 5:  # a static map (B, 1, X, Y, Z)
-            result.spatial[name] = attribution[:, 0].sum(0).cpu().numpy()
+        if attribution.ndim == 5:  # a static map (B, 1, X, Y, Z), e.g. the GM map read as the sMRI input
+            result.spatial[MAP_MODALITY.get(name, name)] = attribution[:, 0].sum(0).cpu().numpy()
             continue
         vol = attribution[:, 0]  # (B, X, Y, Z, T)
         result.spatial[name] = vol.sum(dim=(0, 4)).cpu().numpy()

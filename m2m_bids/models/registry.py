@@ -23,7 +23,7 @@ _REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 class ModelOutput:
     """What every model returns: logits plus what training and interpretation read.
 
-    ``spatial_attention`` maps a modality to ``(B, h, w, d)`` attention mass on the last-stage
+    ``spatial_attention`` maps a modality (``smri``, ``fmri``, ``pet``) to ``(B, h, w, d)`` attention mass on the last-stage
     token grid (mean over queries, heads and frames; each map sums to 1 per sample);
     ``temporal_attention`` is ``(B, T)`` and sums to 1; ``latents`` are pooled ``(B, C)`` embeddings.
 

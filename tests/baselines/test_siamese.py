@@ -149,6 +149,8 @@ def test_group_run_resolves_pet_when_every_run_has_it(cache, tmp_path):
     model = runner.build_model(0)
     assert model.config.functional_map == "pet" and input_maps(model) == ("gm", "pet")
     assert model.config.grid_affine == tuple(np.ravel(entries[0].meta["affine"]))
+    out = model(gm=torch.rand(2, 1, *SHAPE), pet=torch.rand(2, 1, *SHAPE))
+    assert set(out.spatial_attention) == set(out.latents) == {"smri", "pet"}  # explained as PET, not BOLD
 
 
 def test_a_missing_map_is_refused_with_the_participants_and_the_fix(cache, tmp_path):
@@ -184,7 +186,9 @@ def test_group_training_learns_the_planted_maps_and_its_attention_finds_the_regi
     assert apply_model(bundle, held_out, cfg.model_copy(update={"execution": execution})) == {}
     func = out / "sub-42" / "ses-1" / "func"
     anat = out / "sub-42" / "ses-1" / "anat"
-    assert not list(out.glob("sub-42/**/*stat-saliency*"))  # saliency ran on the maps; only attention is drawn
+    # saliency on the GM and fALFF map inputs is written as the T1w and BOLD saliency
+    assert list(anat.glob("*stat-saliency_desc-T1w_statmap.nii.gz"))
+    assert list(func.glob("*stat-saliency_desc-bold_statmap.nii.gz"))
     tables = {"T1w": next(anat.glob("*stat-attention_desc-T1w_table.tsv")),
               "bold": next(func.glob("*stat-attention_desc-bold_table.tsv"))}
     for desc, planted_regions in (("T1w", ATROPHY), ("bold", HYPOMETABOLISM)):
@@ -203,4 +207,4 @@ def test_group_training_learns_the_planted_maps_and_its_attention_finds_the_regi
     table.to_csv(bids / "participants.tsv", sep="\t")
     group = write_group_interpretation(bundle, entries[:6] + held_out, cfg)
     top = pd.read_csv(group / "atlas-aal_desc-topregions_table.tsv", sep="\t")
-    assert set(top["modality"]) == {"T1w", "bold"} and set(top["stat"]) == {"attention"}
+    assert set(top["modality"]) == {"T1w", "bold"} and set(top["stat"]) == {"attention", "saliency"}

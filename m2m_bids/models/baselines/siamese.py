@@ -284,10 +284,11 @@ class SiameseAttention(nn.Module):
             def label_loss(labels: torch.Tensor) -> torch.Tensor:
                 return weight * hinge_similarity_loss(structural, functional, labels)
 
+        func = "pet" if self.config.functional_map == "pet" else "fmri"  # what the explanation is named after
         return ModelOutput(logits=logits, label_loss=label_loss,
                            spatial_attention={"smri": self.paint(region_mask[:, 0]),
-                                              "fmri": self.paint(region_mask[:, 1])},
-                           latents={"smri": structural.flatten(1), "fmri": functional.flatten(1)})
+                                              func: self.paint(region_mask[:, 1])},
+                           latents={"smri": structural.flatten(1), func: functional.flatten(1)})
 
 
 @register_model("siamese")
