@@ -99,11 +99,11 @@ def params_of(out: Path, arch: str) -> int | None:
 def train_one(args: argparse.Namespace, bids: Path, common: list[str], arch: str) -> dict[str, Any]:
     """One group-level run of ``arch``; returns its row of the comparison table.
 
-    A finished run (``compare-seconds.txt`` beside its outputs) is read back, not retrained, so an
-    interrupted comparison resumes where it stopped.
+    A finished run (``runs/<arch>-seconds.txt`` beside its BIDS-Derivatives folder) is read back,
+    not retrained, so an interrupted comparison resumes where it stopped.
     """
     out = args.out_dir / "runs" / arch
-    timing = out / "compare-seconds.txt"
+    timing = args.out_dir / "runs" / f"{arch}-seconds.txt"
     if not timing.is_file():
         started = time.perf_counter()
         run_m2m([str(bids), str(out), "group", *common, "--arch", arch, "--folds", str(args.folds),
