@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{len(result.entries)} run(s); fmri {tuple(entry.load('fmri').shape)}; "
                      f"brain voxels {meta.get('brain_voxels')}; max FD {meta['motion']['max_fd']:.2f} mm; "
                      f"STC {'yes' if meta['slice_timing'].get('SliceTimingCorrected') else 'no'}"))
-    print(f"\n| participant | outcome | details |\n|---|---|---|")
+    print("\n| participant | outcome | details |\n|---|---|---|")
     for label, outcome, details in sorted(rows):
         print(f"| sub-{label} | {outcome} | {details} |")
     print(f"\ntotal wall time {time.monotonic() - start:.1f} s (preset {args.preset}, nprocs {args.nprocs})")

@@ -40,7 +40,7 @@ from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.interpret.api import apply_each, check_leakage, participant_of, session_of
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
-from m2m_bids.interpret.bundle import entry_preproc, preproc_differences, refuse_mismatch, training_participants
+from m2m_bids.interpret.bundle import CardBacked, entry_preproc, preproc_differences, refuse_mismatch
 from m2m_bids.interpret.inference import meta_value
 from m2m_bids.interpret.maps import relative_to_uniform, to_nifti
 from m2m_bids.interpret.naming import Namer, res_label
@@ -61,37 +61,22 @@ CAVEATS = ("Region importance comes from the linear model's coefficients on stan
 
 
 @dataclass(frozen=True)
-class ClassicalBundle:
+class ClassicalBundle(CardBacked):
     """A loaded ``classical-model.json``."""
 
     path: Path
     card: dict[str, Any]
     sha256: str
-
-    @property
-    def card_path(self) -> Path:
-        return self.path / CARD_FILE
+    card_file = CARD_FILE
 
     @property
     def arch(self) -> str:
         return str(self.card["arch"])
 
     @property
-    def classes(self) -> list[str]:
-        return [str(c) for c in self.card["classes"]]
-
-    @property
     def model_id(self) -> str:
         """``<arch>@<first 12 hex of the SHA-256 of classical-model.json>``: names the exact coefficients."""
         return f"{self.arch}@{self.sha256[:12]}"
-
-    @property
-    def training_participants(self) -> set[str]:
-        return training_participants(self.card)
-
-    @property
-    def preproc(self) -> dict[str, Any]:
-        return dict(self.card.get("preproc") or {})
 
     @cached_property
     def model(self) -> LinearModel:

@@ -35,31 +35,24 @@ log = logging.getLogger(__name__)
 PREPROC_IGNORED = frozenset({"min_volumes"})
 
 
-@dataclass
-class Bundle:
-    """A loaded model with its card."""
+class CardBacked:
+    """What every bundle reads from its card (torch ``model-card.json`` or ``classical-model.json``).
+
+    Subclasses are dataclasses with ``path`` (the bundle folder) and ``card`` (the parsed JSON) and
+    set ``card_file``.
+    """
 
     path: Path
     card: dict[str, Any]
-    model: nn.Module
+    card_file: str
 
     @property
-    def arch(self) -> str:
-        return str(self.card.get("arch", self.model.config.arch))  # type: ignore[attr-defined]
+    def card_path(self) -> Path:
+        return self.path / self.card_file
 
     @property
     def classes(self) -> list[str]:
         return [str(c) for c in self.card["classes"]]
-
-    @property
-    def model_id(self) -> str:
-        """``<arch>@<first 12 hex of the weights' SHA-256>``: names the exact weights used."""
-        digest = str(self.card.get("weights", {}).get("sha256", ""))[:12]
-        return f"{self.arch}@{digest}" if digest else self.arch
-
-    @property
-    def card_path(self) -> Path:
-        return self.path / "model-card.json"
 
     @property
     def training_participants(self) -> set[str]:
@@ -69,6 +62,26 @@ class Bundle:
     @property
     def preproc(self) -> dict[str, Any]:
         return dict(self.card.get("preproc") or {})
+
+
+@dataclass
+class Bundle(CardBacked):
+    """A loaded model with its card."""
+
+    path: Path
+    card: dict[str, Any]
+    model: nn.Module
+    card_file = "model-card.json"
+
+    @property
+    def arch(self) -> str:
+        return str(self.card.get("arch", self.model.config.arch))  # type: ignore[attr-defined]
+
+    @property
+    def model_id(self) -> str:
+        """``<arch>@<first 12 hex of the weights' SHA-256>``: names the exact weights used."""
+        digest = str(self.card.get("weights", {}).get("sha256", ""))[:12]
+        return f"{self.arch}@{digest}" if digest else self.arch
 
 
 class TrainedOn(Protocol):

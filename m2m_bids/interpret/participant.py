@@ -93,7 +93,7 @@ def _weighted_mean(items: list[tuple[np.ndarray, int]]) -> np.ndarray:
 def _map_sidecar(ctx: Context, method: str, modality: str, sources: list[str]) -> dict[str, Any]:
     what = ("spatial co-attention of the fusion latents over this modality's tokens, upsampled from the "
             "token grid" if method == "attention" else
-            f"|gradient| of the predicted class logit w.r.t. the input, smoothed with a Gaussian of FWHM max(6 mm, 2 voxels)")
+            "|gradient| of the predicted class logit w.r.t. the input, smoothed with a Gaussian of FWHM max(6 mm, 2 voxels)")
     return {"Description": f"{what} ({MODALITY_DESC[modality][0]})", "Scale": SCALE_NOTE,
             "Resolution": f"{ctx.res.replace('p', '.')} mm isotropic MNI grid of the model", "Method": method,
             "ModelID": ctx.bundle.model_id, "Space": ctx.template, "Sources": sources}

@@ -29,6 +29,9 @@ class EntryLike(Protocol):
     key: str
     meta: dict[str, Any]
 
+    @property
+    def names(self) -> list[str]: ...
+
     def load(self, name: str) -> np.ndarray: ...
 
 

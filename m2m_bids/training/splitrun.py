@@ -85,7 +85,7 @@ class SplitRunner:
         if affine is not None:
             overrides.setdefault("grid_affine", [float(v) for v in np.ravel(affine)])
         if overrides.get("functional_map", "auto") == "auto":
-            overrides["functional_map"] = "pet" if all(_has_tensor(e, "pet") for e in self.entries) else "falff"
+            overrides["functional_map"] = "pet" if all("pet" in e.names for e in self.entries) else "falff"
         return overrides
 
     def check_maps(self, model: nn.Module) -> None:
@@ -94,7 +94,7 @@ class SplitRunner:
         from m2m_bids.models import input_maps
 
         for name in input_maps(model):
-            lacking = sorted({participant_of(e) for e in self.entries if not _has_tensor(e, name)})
+            lacking = sorted({participant_of(e) for e in self.entries if name not in e.names})
             if lacking:
                 hint = ("choose another functional_map (model.overrides) or leave these participants out"
                         if name == "pet" else "re-run the participant level so that the cache entries are rebuilt")
@@ -169,14 +169,6 @@ class SplitRunner:
         barrier(self.dist)
         test_logits = broadcast_object(test_logits, self.dist)
         return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits)
-
-
-def _has_tensor(entry: EntryLike, name: str) -> bool:
-    try:
-        entry.load(name)
-    except (KeyError, FileNotFoundError):
-        return False
-    return True
 
 
 def _read_result(path: Path) -> dict[str, Any]:

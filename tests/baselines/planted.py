@@ -23,6 +23,7 @@ Everything else is i.i.d. noise. Participants 3, 6, 9, ... have two sessions.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,19 @@ def arch_config(tmp_path: Path, arch: str, *, window_frames: int = 4, overrides:
                      model=ModelCfg(arch=arch, window_frames=window_frames,
                                     overrides={"preset": "tiny", **(overrides or {})}),
                      train=Train(**values))
+
+
+def train_learns(entries: list[Any], phenotype: pd.DataFrame, cfg: RunConfig) -> tuple[Path, dict[str, Any]]:
+    """A group run of ``cfg.model.arch`` that must learn the planted signal (CV ROC-AUC >= 0.8);
+    returns the bundle folder and its model card."""
+    from m2m_bids.training.api import train_group
+
+    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+    assert result.summary["roc_auc"]["mean"] >= 0.8, result.summary
+    bundle = cfg.execution.output_dir / "models" / f"model-{cfg.model.arch}"
+    return bundle, json.loads((bundle / "model-card.json").read_text())
+
+
+def participant_config(cfg: RunConfig) -> RunConfig:
+    """The same run at the participant level (to apply the bundle the group level wrote)."""
+    return cfg.model_copy(update={"execution": cfg.execution.model_copy(update={"analysis_level": "participant"})})

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from planted import arch_config, build_planted
-from safetensors.torch import load_file
+from planted import arch_config, build_planted, participant_config, train_learns
 from sklearn.metrics import roc_auc_score
 
 from m2m_bids.interpret.api import apply_model
+from m2m_bids.interpret.bundle import load_bundle
 from m2m_bids.models import ModelOutput, create_model, list_models, model_info
 from m2m_bids.models.baselines.cnn_rnn import branch_grid
-from m2m_bids.training.api import train_group
 
 ARCHS = ("cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d")
 USES = {"cnn-lstm": {"fmri", "smri"}, "cnn-gru": {"fmri", "smri"}, "cnn3d": {"smri"},
@@ -111,19 +109,13 @@ def test_cnn_lstm_group_training_learns_and_participant_apply_works_unchanged(ca
     """``--arch cnn-lstm`` through train_group, then the participant level's apply (gradient saliency)."""
     entries, phenotype = build_planted(cache, n_per_class=10, frames=8, atrophy=2.0, amplitude=2.0, seed=1)
     cfg = arch_config(tmp_path, "cnn-lstm")
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
-    assert result.summary["roc_auc"]["mean"] >= 0.8, result.summary
+    bundle, card = train_learns(entries, phenotype, cfg)
     out = cfg.execution.output_dir
-    bundle = out / "models" / "model-cnn-lstm"
-    card = json.loads((bundle / "model-card.json").read_text())
     assert card["arch"] == "cnn-lstm" and card["model"]["config"]["rnn_layers"] == 3
-    model = create_model(**card["model"]["config"])
-    model.load_state_dict(load_file(str(bundle / "weights.safetensors")))
+    load_bundle(bundle)  # rebuilt from the card, weights checksum-verified
 
     held_out, _ = build_planted(cache, n_per_class=1, frames=8, atrophy=2.0, amplitude=2.0, seed=9, first=31)
-    execution = cfg.execution.model_copy(update={"analysis_level": "participant"})
-    participant = cfg.model_copy(update={"execution": execution})
-    assert apply_model(bundle, held_out, participant) == {}
+    assert apply_model(bundle, held_out, participant_config(cfg)) == {}
     table = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert list(table["participant_id"]) == ["sub-31", "sub-32"] and not table["in_training_set"].any()
     assert table.loc[1, "prob_AD"] > table.loc[0, "prob_AD"]  # sub-32 is AD, sub-31 CN

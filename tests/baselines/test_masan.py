@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from planted import arch_config, build_planted
+from planted import arch_config, build_planted, participant_config, train_learns
 
 from m2m_bids.interpret.api import apply_model
 from m2m_bids.models import ModelOutput, create_model, list_models, model_info
 from m2m_bids.models.baselines.masan import PatchAutoencoder, from_regions, level_channels, to_regions
-from m2m_bids.training.api import train_group
 
 MODALITY_SETS = (("fmri", "smri", "tabular"), ("fmri", "smri"), ("smri",))
 
@@ -151,16 +150,12 @@ def test_group_training_learns_the_planted_signal(cache, tmp_path):
     """``--arch masan`` through train_group (with one autoencoder pre-training epoch) on atrophy + BOLD amplitude."""
     entries, phenotype = build_planted(cache, n_per_class=10, frames=8, atrophy=2.0, amplitude=2.0, seed=1)
     cfg = arch_config(tmp_path, "masan", overrides={"ae_pretrain_epochs": 1}, epochs=4)
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
-    assert result.summary["roc_auc"]["mean"] >= 0.8, result.summary
+    bundle, card = train_learns(entries, phenotype, cfg)
     out = cfg.execution.output_dir
-    bundle = out / "models" / "model-masan"
-    card = json.loads((bundle / "model-card.json").read_text())
     assert card["arch"] == "masan" and card["model"]["config"]["ae_pretrain_epochs"] == 1
 
     held_out, _ = build_planted(cache, n_per_class=1, frames=8, atrophy=2.0, amplitude=2.0, seed=9, first=31)
-    execution = cfg.execution.model_copy(update={"analysis_level": "participant"})
-    assert apply_model(bundle, held_out, cfg.model_copy(update={"execution": execution})) == {}
+    assert apply_model(bundle, held_out, participant_config(cfg)) == {}
     table = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert table.loc[1, "prob_AD"] > table.loc[0, "prob_AD"]  # sub-32 is AD, sub-31 CN
     anat = out / "sub-32" / "ses-1" / "anat"  # region self-attention, upsampled to the image

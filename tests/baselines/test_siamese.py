@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from planted import ATROPHY, HYPOMETABOLISM, SHAPE, arch_config, build_planted, grid_masks
-from safetensors.torch import load_file
+from planted import (ATROPHY, HYPOMETABOLISM, SHAPE, arch_config, build_planted, grid_masks, participant_config,
+                     train_learns)
 
 from m2m_bids.interpret.api import apply_model
+from m2m_bids.interpret.bundle import load_bundle
 from m2m_bids.interpret.maps import relative_to_uniform, upsample_tokens
 from m2m_bids.models import ModelOutput, create_model, input_maps, input_modalities, list_models, model_info
 from m2m_bids.models.baselines.siamese import hinge_similarity_loss
-from m2m_bids.training.api import train_group
 
 
 def _model(**overrides):
@@ -172,18 +172,13 @@ def test_group_training_learns_the_planted_maps_and_its_attention_finds_the_regi
     planted = {"gm_atrophy": 2.0, "hypometabolism": 2.0}
     entries, phenotype = build_planted(cache, n_per_class=14, frames=4, seed=1, **planted)
     cfg = arch_config(tmp_path, "siamese")
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
-    assert result.summary["roc_auc"]["mean"] >= 0.8, result.summary
+    bundle, card = train_learns(entries, phenotype, cfg)
     out = cfg.execution.output_dir
-    bundle = out / "models" / "model-siamese"
-    card = json.loads((bundle / "model-card.json").read_text())
     assert card["model"]["config"]["functional_map"] == "falff"  # auto, resolved from the data
-    model = create_model(**card["model"]["config"])
-    model.load_state_dict(load_file(str(bundle / "weights.safetensors")))
+    model = load_bundle(bundle).model  # rebuilt from the card, weights checksum-verified
 
     held_out, _ = build_planted(cache, n_per_class=1, frames=4, seed=9, first=41, **planted)
-    execution = cfg.execution.model_copy(update={"analysis_level": "participant"})
-    assert apply_model(bundle, held_out, cfg.model_copy(update={"execution": execution})) == {}
+    assert apply_model(bundle, held_out, participant_config(cfg)) == {}
     func = out / "sub-42" / "ses-1" / "func"
     anat = out / "sub-42" / "ses-1" / "anat"
     # saliency on the GM and fALFF map inputs is written as the T1w and BOLD saliency

@@ -16,7 +16,6 @@ import subprocess
 
 import pytest
 from container_recipes import (
-    APPTAINER_DEF,
     DOCKERFILE,
     REPO,
     apptainer_arguments,
