@@ -349,10 +349,15 @@ def build_config(cli_values: dict[str, Any], config_file: Path | None = None,
     data = deep_merge(data, cli_values)
     data["preset"] = chosen.value
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValueError as err:
         raise AppError(f"invalid options:\n{_format_validation_error(err)}", ExitCode.USAGE,
                        hint="see `m2m --help`") from err
+    from m2m_bids.preflight import preflight
+
+    given = deep_merge(file_values, cli_values)
+    explicit = {section: set(values) for section, values in given.items() if isinstance(values, dict)}
+    return preflight(cfg, explicit)
 
 
 def _format_validation_error(err: ValueError) -> str:
@@ -362,7 +367,10 @@ def _format_validation_error(err: ValueError) -> str:
     lines = []
     for item in errors():
         where = ".".join(str(p) for p in item.get("loc", ())) or "config"
-        lines.append(f"  {where}: {item.get('msg')}")
+        message = str(item.get("msg", ""))
+        for prefix in ("Value error, ", "Assertion failed, "):  # pydantic's wording, not ours
+            message = message.removeprefix(prefix)
+        lines.append(f"  {where}: {message}")
     return "\n".join(lines)
 
 

@@ -60,6 +60,15 @@ def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> Path:
     return write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def output_lock(output_dir: str | os.PathLike[str], name: str) -> Path:
+    """Where the lock of a shared output file lives: ``OUTPUT_DIR/logs/.locks/<name>.lock``.
+
+    Not in the derivatives root (a user reads that folder; a lock file there looks like an output),
+    and never deleted after use (unlinking a flock'ed file lets two jobs hold "the" lock at once).
+    """
+    return Path(output_dir) / "logs" / ".locks" / f"{name}.lock"
+
+
 @contextlib.contextmanager
 def file_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive advisory lock (``flock``) for a read-modify-write of a shared file.

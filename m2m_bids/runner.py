@@ -30,14 +30,22 @@ log = logging.getLogger("m2m_bids")
 
 @dataclass
 class Outcome:
-    """What happened to each participant, for the closing summary and the exit code."""
+    """What happened to each participant, for the closing summary and the exit code.
+
+    With ``log_root`` set (``OUTPUT_DIR`` and the run id), every failure is also written to
+    ``sub-<id>/log/<run-id>/errors.log`` beside the crash files of that participant, which is
+    where the closing message sends the user.
+    """
 
     done: list[str] = field(default_factory=list)
     failed: dict[str, list[AppError]] = field(default_factory=dict)
+    log_root: tuple[Path, str] | None = None
 
     def fail(self, label: str, error: AppError, stop: bool) -> None:
         self.failed.setdefault(label, []).append(error)
         log.error("sub-%s: %s", label, error.render())
+        if self.log_root is not None:
+            _append_error_log(participant_log_dir(*self.log_root, label), error)
         if stop:
             raise error
 
@@ -47,6 +55,31 @@ class Outcome:
             return ExitCode.OK
         codes = {err.code for errors in self.failed.values() for err in errors}
         return codes.pop() if len(codes) == 1 else ExitCode.FAILURE
+
+
+def participant_log_dir(output_dir: Path, run_id: str, label: str) -> Path:
+    """``OUTPUT_DIR/sub-<id>/log/<run-id>/``: one participant's crash files and error log of one run."""
+    return output_dir / f"sub-{label}" / "log" / run_id
+
+
+def _append_error_log(folder: Path, error: AppError) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(folder / "errors.log", "a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} exit code {int(error.code)} ({error.code.name})\n{error.render()}\n\n")
+    except OSError as err:  # the console and the run log still have the message
+        log.warning("could not write %s: %s", folder / "errors.log", err)
+
+
+def _remove_empty_log_dirs(output_dir: Path, run_id: str) -> None:
+    """Participants that did nothing in this run leave no empty ``sub-<id>/log/<run-id>/`` behind."""
+    for run_dir in output_dir.glob(f"sub-*/log/{run_id}"):
+        for folder in (run_dir, run_dir.parent, run_dir.parent.parent):
+            try:
+                folder.rmdir()  # only succeeds when empty
+            except OSError:
+                break
 
 
 def run(cfg: RunConfig) -> ExitCode:
@@ -103,6 +136,7 @@ def _finalise_outputs(cfg: RunConfig) -> None:
 
     if not is_main_process():
         return
+    _remove_empty_log_dirs(cfg.execution.output_dir, cfg.run_id)
     try:
         writer = DerivativesWriter(cfg.execution.output_dir, bids_dir=cfg.execution.bids_dir, run_id=cfg.run_id)
         writer.write_dataset_description()
@@ -125,7 +159,7 @@ def _run_level(cfg: RunConfig) -> ExitCode:
         report.raise_for_errors()
         log.info("bids-validator: no errors (%d warnings)", len(report.warnings))
     participants, problems = collect_participants(ex, cfg.preproc)
-    outcome = Outcome()
+    outcome = Outcome(log_root=(ex.output_dir, cfg.run_id) if is_main_process() else None)
     for problem in problems:
         outcome.fail(problem.label, AppError(problem.message, problem.code, path=problem.path, hint=problem.hint),
                      ex.stop_on_first_crash)
@@ -170,6 +204,8 @@ def _preprocess(cfg: RunConfig, participants: list[ParticipantInputs], outcome: 
 
 
 def _participant_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:
+    if cfg.execution.model is not None:
+        log.info("model bundle %s: preprocessing settings taken from its card", cfg.execution.model)
     entries = _preprocess(cfg, participants, outcome)
     log.info("%d preprocessed sample(s) in the tensor cache %s", len(entries), cfg.execution.resolved_cache_dir)
     bundle = _model_bundle(cfg)
@@ -184,22 +220,11 @@ def _participant_level(cfg: RunConfig, participants: list[ParticipantInputs], ou
 
 
 def _model_bundle(cfg: RunConfig) -> Path | None:
-    """``--model PATH``, else the group model of this arch already in OUTPUT_DIR, else none.
+    """The bundle resolved when the configuration was built (:func:`m2m_bids.preflight.resolve_bundle`):
+    ``--model PATH``, else the group model of this arch already in OUTPUT_DIR, else none."""
+    from m2m_bids.preflight import resolve_bundle
 
-    A bundle is a torch model (``model-card.json``) or a classical baseline (``classical-model.json``).
-    """
-    from m2m_bids.classical import CARD_FILE
-
-    def is_bundle(folder: Path) -> bool:
-        return (folder / "model-card.json").is_file() or (folder / CARD_FILE).is_file()
-
-    if cfg.execution.model is not None:
-        if not is_bundle(cfg.execution.model):
-            raise AppError(f"no model-card.json (or {CARD_FILE}) in the model bundle", ExitCode.NO_INPUT,
-                           path=str(cfg.execution.model), hint="point --model at a models/model-<arch>/ folder")
-        return cfg.execution.model
-    default = cfg.execution.output_dir / "models" / f"model-{cfg.model.arch}"
-    return default if is_bundle(default) else None
+    return resolve_bundle(cfg)
 
 
 def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:

@@ -13,12 +13,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.synth import GROUND_TRUTH, SynthSpec, generate_dataset, motion_matrices
 from m2m_bids.synth.anat import random_head_pose
 from m2m_bids.synth.func import FINE_DT, _at_times, coupling_matrix, simulate_bold, slice_times
 from m2m_bids.synth.sources import build_sources, sample_mni
+from m2m_bids.synth.tabular import RANGES, participants_table, tabular_parameters
 
 SPACE = "space-MNI152NLin2009aSym"
 FAST = dict(n_volumes=8)  # for the extra datasets that only check bookkeeping
@@ -93,6 +96,27 @@ def test_participants_table(tiny):
     assert table["MMSE"].between(0, 30).all() and set(table["sex"]) <= {"F", "M"}
 
 
+@settings(max_examples=40, deadline=None)
+@given(effect_size=st.floats(min_value=0.0, max_value=5.0, allow_nan=False), seed=st.integers(0, 2**16))
+def test_clinical_table_is_realistic_at_every_effect_size(effect_size, seed):
+    """No negative sd, every value in its physiological range, classes ordered as in the literature."""
+    n = 120
+    table = participants_table([f"{i:03d}" for i in range(n)], ["CN", "MCI", "AD"] * (n // 3), effect_size,
+                               np.random.default_rng(seed))
+    for column, (low, high) in RANGES.items():
+        assert table[column].between(low, high).all(), column
+        if column in ("tTau", "Abeta42"):  # continuous columns: nothing clipped onto a bound
+            assert table[column].nunique() > n // 2, f"{column} piles up"
+    for params in tabular_parameters(effect_size).values():
+        assert all(p["logit_sd"] > 0 for p in params.values())
+    medians = table.groupby("diagnosis")[["MMSE", "Abeta42", "tTau"]].median()
+    if effect_size >= 0.5:
+        assert medians.loc["AD", "MMSE"] < medians.loc["CN", "MMSE"]
+        assert medians.loc["AD", "Abeta42"] < medians.loc["CN", "Abeta42"]
+        assert medians.loc["AD", "tTau"] > medians.loc["CN", "tTau"]
+    assert table["MMSE"].max() <= 30 and table.loc[table["diagnosis"] == "AD", "MMSE"].median() >= 10
+
+
 def test_ground_truth_records_planted_effects(tiny):
     root, _ = tiny
     truth = _truth(root)
@@ -103,9 +127,9 @@ def test_ground_truth_records_planted_effects(tiny):
     delta = {dx: {c["name"]: c["delta_r"] for c in eff["coupling"]["changes"][dx]} for dx in ("CN", "MCI", "AD")}
     assert delta["AD"]["PCC-mPFC"] < delta["MCI"]["PCC-mPFC"] < delta["CN"]["PCC-mPFC"] == 0
     tab = eff["tabular"]
-    assert tab["MMSE"]["AD"]["mean"] < tab["MMSE"]["CN"]["mean"]
-    assert tab["tTau"]["AD"]["mean"] > tab["tTau"]["CN"]["mean"]
-    assert tab["Abeta42"]["AD"]["mean"] < tab["Abeta42"]["CN"]["mean"]
+    assert tab["MMSE"]["AD"]["median"] < tab["MMSE"]["CN"]["median"]
+    assert tab["tTau"]["AD"]["median"] > tab["tTau"]["CN"]["median"]
+    assert tab["Abeta42"]["AD"]["median"] < tab["Abeta42"]["CN"]["median"]
     assert eff["fraction_above_ratio_cutoff"]["AD"] >= 0.5
     for rec in truth["participants"].values():  # realised coupling recorded (noisy in a 60 s run)
         realised = rec["sessions"]["none"]["bold"]["coupling_realised"]

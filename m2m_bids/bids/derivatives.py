@@ -24,7 +24,7 @@ from typing import Any
 from m2m_bids import __version__
 from m2m_bids.config import new_run_id
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.io_utils import atomic_path, file_lock, write_bytes_atomic, write_json_atomic, write_text_atomic
+from m2m_bids.io_utils import atomic_path, file_lock, output_lock, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class DerivativesWriter:
     def write_dataset_description(self, extra: Mapping[str, Any] | None = None) -> Path:
         """Create or merge ``dataset_description.json`` (idempotent; other GeneratedBy entries kept)."""
         path = self._inside(self.output_dir / "dataset_description.json")
-        with file_lock(self.output_dir / ".dataset_description.json.lock"):
+        with file_lock(output_lock(self.output_dir, "dataset_description.json")):
             existing = _read_json(path)
             if existing.get("DatasetType") == "raw":
                 raise AppError("OUTPUT_DIR holds a raw BIDS dataset (DatasetType raw)", ExitCode.CANT_CREATE,
@@ -244,7 +244,7 @@ class DerivativesWriter:
     def update_bidsignore(self, patterns: Iterable[str] = ()) -> Path:
         """Add ``patterns`` (and the defaults) to ``.bidsignore``, keeping lines written by others."""
         path = self._inside(self.output_dir / ".bidsignore")
-        with file_lock(self.output_dir / ".bidsignore.lock"):
+        with file_lock(output_lock(self.output_dir, "bidsignore")):
             lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
             wanted = list(dict.fromkeys([*lines, *DEFAULT_BIDSIGNORE, *patterns]))
             if wanted != lines:

@@ -71,7 +71,7 @@ def select_labels(available: list[str], include: Iterable[str], exclude: Iterabl
     if unknown:
         raise AppError(
             f"participant label(s) not in the dataset: {', '.join(unknown)}; available: "
-            f"{_short_list(available)}", ExitCode.NO_INPUT,
+            f"{_short_list(available)}", ExitCode.NO_MATCH,
             hint="labels are the part after 'sub-' (both '01' and 'sub-01' are accepted)")
     chosen = list(dict.fromkeys(include)) if include else list(available)
     for lab in exclude:
@@ -175,7 +175,8 @@ def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels:
     """Select participants and gather their checked inputs; problems are returned, not raised.
 
     Raises :class:`AppError` for what concerns the whole run: a missing BIDS_DIR (66), unknown
-    labels (66), a selection that leaves nobody (18) or filters matching no file at all (18).
+    labels (18), a selection that leaves nobody (18), a session label that no selected file has
+    (18) or filters matching no file at all (18).
     ``scan_voxels`` streams every image once to catch truncated files and NaN/inf voxels.
     """
     bids_dir = Path(execution.bids_dir)
@@ -197,6 +198,7 @@ def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels:
     matched = {"t1w": 0, "bold": 0}
     t1w_files, bold_files = _query_all(layouts, queries["t1w"]), _query_all(layouts, queries["bold"])
     pet_files = _query_all(layouts, queries["pet"])
+    _check_sessions(execution.session_label, [*t1w_files.values(), *bold_files.values()])
     for label, layout in layouts.items():
         all_t1w = t1w_files[label]
         t1w = _keep_session(all_t1w, execution.session_label)
@@ -240,6 +242,22 @@ def _layouts(bids_dir: Path, labels: list[str]) -> tuple[dict[str, Any], list[Pa
     if not layouts:
         build_layout(bids_dir, labels)  # a dataset-wide problem (e.g. a top-level sidecar): raise it
     return layouts, problems
+
+
+def _check_sessions(wanted: list[str], file_lists: list[list[Any]]) -> None:
+    """A ``--session-label`` that no selected T1w or BOLD file carries is a selection that matched
+    nothing (18), even though session-less files stay selected; one of several missing is a warning."""
+    if not wanted:
+        return
+    present = {str(f.entities["session"]) for files in file_lists for f in files
+               if f.entities.get("session") is not None}
+    missing = [ses for ses in wanted if ses not in present]
+    if len(missing) == len(wanted):
+        have = f"its sessions are {', '.join(sorted(present))}" if present else "it has no sessions"
+        raise AppError(f"--session-label {' '.join(missing)} matches no file of the selected participants; {have}",
+                       ExitCode.NO_MATCH, hint="check the session labels (the part after 'ses-') or drop --session-label")
+    for ses in missing:
+        log.warning("--session-label %s: no selected file has this session", ses)
 
 
 def _raise_if_nothing_matched(matched: dict[str, int], labels: list[str], execution: Execution) -> None:

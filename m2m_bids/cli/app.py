@@ -17,6 +17,7 @@ import typer
 
 from m2m_bids import __version__
 from m2m_bids.cli.argv import (
+    canonical_flags,
     expand_multi_value_flags,
     parse_mem_gb,
     parse_name_path,
@@ -76,108 +77,108 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         help="[b]participant[/b] (map: preprocess, cache, apply) or [b]group[/b] (reduce: train).",
         show_default=False, metavar="ANALYSIS_LEVEL")],
     participant_label: Annotated[Optional[list[str]], typer.Option(
-        "--participant-label", "--participant_label", rich_help_panel=P_BIDS,
-        help="Labels to process, with or without 'sub-', space-separated or repeated, or a file of labels.")] = None,
+        "--participant-label", rich_help_panel=P_BIDS,
+        help="Labels to process, with or without 'sub-', space-separated or repeated, or a file of labels.", metavar="LABEL...")] = None,
     exclude_participant_label: Annotated[Optional[list[str]], typer.Option(
-        "--exclude-participant-label", "--exclude_participant_label", rich_help_panel=P_BIDS,
-        help="Labels to leave out (same forms).")] = None,
+        "--exclude-participant-label", rich_help_panel=P_BIDS,
+        help="Labels to leave out (same forms).", metavar="LABEL...")] = None,
     session_label: Annotated[Optional[list[str]], typer.Option(
-        "--session-label", "--session_label", "--session-id", "--session_id", rich_help_panel=P_BIDS,
-        help="Sessions to use, with or without 'ses-'.")] = None,
+        "--session-label", rich_help_panel=P_BIDS,
+        help="Sessions to use, with or without 'ses-'.", metavar="SES...")] = None,
     task: Annotated[Optional[list[str]], typer.Option(
-        "-t", "--task", "--task-id", "--task_id", rich_help_panel=P_BIDS, help="BOLD task(s) to use (default: all).")] = None,
+        "-t", "--task", rich_help_panel=P_BIDS, help="BOLD task(s) to use (default: all).", metavar="TASK...")] = None,
     bids_filter_file: Annotated[Optional[Path], typer.Option(
-        "--bids-filter-file", "--bids_filter_file", rich_help_panel=P_BIDS, exists=True, dir_okay=False,
-        help='JSON of PyBIDS filters per query, e.g. {"bold": {"task": "rest"}, "t1w": {"acquisition": null}}.')] = None,
+        "--bids-filter-file", rich_help_panel=P_BIDS, exists=True, dir_okay=False,
+        help='JSON of PyBIDS filters per query, e.g. {"bold": {"task": "rest"}, "t1w": {"acquisition": null}}.', metavar="FILE")] = None,
     derivatives: Annotated[Optional[list[str]], typer.Option(
         "-d", "--derivatives", rich_help_panel=P_BIDS,
-        help="Precomputed derivatives to reuse, NAME=PATH (e.g. fmriprep=/data/derivatives/fmriprep).")] = None,
+        help="Precomputed derivatives to reuse, e.g. fmriprep=/data/fmriprep.", metavar="NAME=PATH")] = None,
     skip_bids_validation: Annotated[Optional[bool], typer.Option(
-        "--skip-bids-validation", "--skip_bids_validation", "--skip-bids-validator", "--skip_bids_validator",
+        "--skip-bids-validation",
         rich_help_panel=P_BIDS, help="Do not run bids-validator-deno on the input.")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(
-        "-w", "--work-dir", "--work_dir", rich_help_panel=P_PERF,
-        help="Intermediate files, nipype cache and (by default) the tensor cache (default: OUTPUT_DIR/work).")] = None,
+        "-w", "--work-dir", rich_help_panel=P_PERF,
+        help="Intermediate files, nipype cache and (by default) the tensor cache (default: OUTPUT_DIR/work).", metavar="DIR")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
-        "--cache-dir", rich_help_panel=P_PERF, help="Tensor cache location (put it on shared storage on a cluster).")] = None,
+        "--cache-dir", rich_help_panel=P_PERF, help="Tensor cache location (put it on shared storage on a cluster).", metavar="DIR")] = None,
     nprocs: Annotated[Optional[int], typer.Option(
-        "--nprocs", "--nthreads", "--n-cpus", "--n_cpus", min=1, rich_help_panel=P_PERF,
-        help="Processes for participant-level parallelism (default: all CPUs).")] = None,
+        "--nprocs", min=1, rich_help_panel=P_PERF,
+        help="Processes for participant-level parallelism (default: all CPUs).", metavar="N")] = None,
     omp_nthreads: Annotated[Optional[int], typer.Option(
-        "--omp-nthreads", "--omp_nthreads", min=1, rich_help_panel=P_PERF,
-        help="Threads per process (ANTs/ITK, torch) (default: min(nprocs, 8)).")] = None,
+        "--omp-nthreads", min=1, rich_help_panel=P_PERF,
+        help="Threads per process (ANTs/ITK, torch) (default: min(nprocs, 8)).", metavar="N")] = None,
     mem: Annotated[Optional[str], typer.Option(
-        "--mem", "--mem-gb", "--mem_gb", "--mem-mb", "--mem_mb", rich_help_panel=P_PERF,
-        help="Memory budget for scheduling, e.g. 16G or 16000MB.")] = None,
+        "--mem", rich_help_panel=P_PERF,
+        help="Memory budget for scheduling, e.g. 16G or 16000MB.", metavar="SIZE")] = None,
     device: Annotated[Optional[str], typer.Option(
-        "--device", rich_help_panel=P_PERF, help="auto, cpu, cuda or cuda:N (default: auto).")] = None,
+        "--device", rich_help_panel=P_PERF, help="auto, cpu, cuda or cuda:N (default: auto).", metavar="DEVICE")] = None,
     fwhm: Annotated[Optional[float], typer.Option(
-        "--fwhm", min=0, rich_help_panel=P_PRE, help="Smoothing kernel FWHM in mm (default: 6).")] = None,
+        "--fwhm", min=0, rich_help_panel=P_PRE, help="Smoothing kernel FWHM in mm (default: 6).", metavar="MM")] = None,
     registration: Annotated[Optional[str], typer.Option(
-        "--registration", rich_help_panel=P_PRE, help="T1w -> MNI transform: rigid, affine or syn (default: affine).")] = None,
+        "--registration", rich_help_panel=P_PRE, help="T1w -> MNI transform: rigid, affine or syn (default: affine).", metavar="TYPE")] = None,
     dummy_scans: Annotated[Optional[int], typer.Option(
-        "--dummy-scans", min=0, rich_help_panel=P_PRE, help="Initial BOLD volumes to drop (default: 0).")] = None,
+        "--dummy-scans", min=0, rich_help_panel=P_PRE, help="Initial BOLD volumes to drop (default: 0).", metavar="N")] = None,
     slice_time_ref: Annotated[Optional[float], typer.Option(
         "--slice-time-ref", min=0, max=1, rich_help_panel=P_PRE,
-        help="Slice-timing reference as a fraction of TR (default: 0.5).")] = None,
+        help="Slice-timing reference as a fraction of TR (default: 0.5).", metavar="FRAC")] = None,
     save_preproc: Annotated[Optional[bool], typer.Option(
         "--save-preproc", rich_help_panel=P_PRE, help="Also write preprocessed T1w/BOLD NIfTIs and QC figures.")] = None,
     arch: Annotated[Optional[str], typer.Option(
-        "--arch", rich_help_panel=P_TRAIN, help="Model architecture (default: m2m).")] = None,
+        "--arch", rich_help_panel=P_TRAIN, help="Model architecture (default: m2m).", metavar="ARCH")] = None,
     modalities: Annotated[Optional[list[str]], typer.Option(
-        "--modalities", rich_help_panel=P_TRAIN, help="Any of fmri, smri, tabular (default: all three).")] = None,
+        "--modalities", rich_help_panel=P_TRAIN, help="Any of fmri, smri, tabular (default: all three).", metavar="MOD...")] = None,
     label_column: Annotated[Optional[str], typer.Option(
-        "--label-column", rich_help_panel=P_TRAIN, help="participants.tsv column holding the class (default: diagnosis).")] = None,
+        "--label-column", rich_help_panel=P_TRAIN, help="participants.tsv column holding the class (default: diagnosis).", metavar="COLUMN")] = None,
     classes: Annotated[Optional[list[str]], typer.Option(
-        "--classes", rich_help_panel=P_TRAIN, help="Classes to use, in order, e.g. CN,AD (default: CN,AD).")] = None,
+        "--classes", rich_help_panel=P_TRAIN, help="Classes to use, in order, e.g. CN,AD (default: CN,AD).", metavar="CLASS,...")] = None,
     label_rule: Annotated[Optional[str], typer.Option(
-        "--label-rule", rich_help_panel=P_TRAIN, help="Derived binary label, e.g. 'ttau / abeta42 > 0.24'.")] = None,
+        "--label-rule", rich_help_panel=P_TRAIN, help="Derived binary label, e.g. 'ttau / abeta42 > 0.24'.", metavar="EXPR")] = None,
     tabular_columns: Annotated[Optional[list[str]], typer.Option(
-        "--tabular-columns", rich_help_panel=P_TRAIN, help="participants.tsv columns fed to the model.")] = None,
-    folds: Annotated[Optional[int], typer.Option("--folds", min=2, rich_help_panel=P_TRAIN, help="CV folds (default: 5).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, rich_help_panel=P_TRAIN, help="(default: 100)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, rich_help_panel=P_TRAIN, help="(default: 8)")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", min=0, rich_help_panel=P_TRAIN, help="(default: 1e-3)")] = None,
+        "--tabular-columns", rich_help_panel=P_TRAIN, help="participants.tsv columns fed to the model.", metavar="COLUMN...")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", min=2, rich_help_panel=P_TRAIN, help="CV folds (default: 5).", metavar="K")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, rich_help_panel=P_TRAIN, help="Training epochs (default: 100).", metavar="N")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, rich_help_panel=P_TRAIN, help="Participants per batch (default: 8).", metavar="N")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0, rich_help_panel=P_TRAIN, help="Peak learning rate (default: 1e-3).", metavar="LR")] = None,
     align_weight: Annotated[Optional[float], typer.Option(
-        "--align-weight", min=0, rich_help_panel=P_TRAIN, help="Weight of the M2M alignment loss (default: 1).")] = None,
+        "--align-weight", min=0, rich_help_panel=P_TRAIN, help="Weight of the M2M alignment loss (default: 1).", metavar="W")] = None,
     window_frames: Annotated[Optional[int], typer.Option(
-        "--window-frames", min=1, rich_help_panel=P_TRAIN, help="fMRI frames per sample (default: 20).")] = None,
+        "--window-frames", min=1, rich_help_panel=P_TRAIN, help="fMRI frames per sample (default: 20).", metavar="N")] = None,
     augment: Annotated[Optional[bool], typer.Option(
         "--augment", rich_help_panel=P_TRAIN, help="Random affine, intensity, noise and temporal-shift augmentation.")] = None,
     resume: Annotated[Optional[bool], typer.Option(
         "--resume", rich_help_panel=P_TRAIN, help="Continue an interrupted training run from its checkpoints.")] = None,
     model: Annotated[Optional[Path], typer.Option(
         "--model", rich_help_panel=P_APPLY,
-        help="Model bundle to apply (default: OUTPUT_DIR/models/model-<arch> when present).")] = None,
+        help="Model bundle to apply (default: OUTPUT_DIR/models/model-<arch> when present).", metavar="DIR")] = None,
     allow_training_participants: Annotated[Optional[bool], typer.Option(
         "--allow-training-participants", rich_help_panel=P_APPLY,
         help="Apply to participants the model was trained on (data leakage) without refusing.")] = None,
     atlas: Annotated[Optional[str], typer.Option(
-        "--atlas", rich_help_panel=P_APPLY, help="Atlas for region tables: a bundled name or NAME=dseg.nii.gz (default: aal).")] = None,
+        "--atlas", rich_help_panel=P_APPLY, help="Atlas for region tables: a bundled name or NAME=dseg.nii.gz (default: aal).", metavar="ATLAS")] = None,
     config_file: Annotated[Optional[Path], typer.Option(
-        "--config-file", "--config", rich_help_panel=P_RUN, exists=True, dir_okay=False,
-        help="TOML or YAML with any of the settings (command-line flags override it).")] = None,
+        "--config-file", rich_help_panel=P_RUN, exists=True, dir_okay=False,
+        help="TOML or YAML with any of the settings (command-line flags override it).", metavar="FILE")] = None,
     preset: Annotated[Optional[Preset], typer.Option(
-        "--preset", rich_help_panel=P_RUN, help="Named defaults: default, paper, fast, tiny.")] = None,
+        "--preset", rich_help_panel=P_RUN, help="Named defaults: default, paper, fast, tiny.", metavar="NAME")] = None,
     random_seed: Annotated[Optional[int], typer.Option(
-        "--random-seed", "--seed", rich_help_panel=P_RUN, help="Seeds python, numpy, torch and ANTs (default: 0).")] = None,
+        "--random-seed", rich_help_panel=P_RUN, help="Seeds python, numpy, torch and ANTs (default: 0).", metavar="SEED")] = None,
     stop_on_first_crash: Annotated[Optional[bool], typer.Option(
         "--stop-on-first-crash", rich_help_panel=P_RUN, help="Stop at the first participant that fails.")] = None,
     dry_run: Annotated[Optional[bool], typer.Option(
         "--dry-run", rich_help_panel=P_RUN,
         help="Validate the input, select participants and print what would run; process nothing.")] = None,
     verbose: Annotated[int, typer.Option(
-        "-v", "--verbose", count=True, rich_help_panel=P_RUN, help="More log output (repeat for more).")] = 0,
+        "-v", "--verbose", count=True, rich_help_panel=P_RUN, help="More log output (repeat for more).", metavar="", show_default=False)] = 0,
     version: Annotated[Optional[bool], typer.Option(
         "--version", callback=_version_callback, is_eager=True, rich_help_panel=P_RUN, help="Print the version and exit.")] = None,
 ) -> None:
     """Run m2m-bids on BIDS_DIR, writing BIDS-Derivatives to OUTPUT_DIR.
 
-    [b]participant[/b]: validate, preprocess (MNI 3 mm, 6 mm FWHM), cache tensors and, with a
-    model, predict and explain.  [b]group[/b]: train and cross-validate a model on all selected
-    participants (missing preprocessing runs first).  Exit codes follow the BIDS-Apps execution
-    spec: 16 invalid BIDS, 17 unknown level, 18 nothing selected, 64 usage, 65 data error,
-    66 missing input, 73 cannot create output, 75 retry (e.g. out of memory).
+    [b]participant[/b]: validate, preprocess (MNI 3 mm, 6 mm FWHM), cache tensors and, with a model, predict and explain. [b]group[/b]: train and cross-validate a model on all selected participants (missing preprocessing runs first).
+
+    Exit codes (BIDS-Apps execution spec): 16 invalid BIDS, 17 unknown level, 18 selection matched nothing, 64 usage, 65 data error, 66 missing input, 73 cannot create output, 74 I/O error, 75 retry (e.g. out of memory).
+
+    Also accepted: underscore spellings (--participant_label, --work_dir, ...) and fMRIPrep's aliases (--session-id, --task-id, --nthreads, --n-cpus, --mem-gb, --mem-mb, --skip-bids-validator, --config, --seed).
     """
     if analysis_level not in {lvl.value for lvl in AnalysisLevel}:
         raise AppError(f"unknown analysis level {analysis_level!r}", ExitCode.UNKNOWN_LEVEL,
@@ -236,10 +237,19 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
     raise typer.Exit(int(run(cfg)))
 
 
+def _hide_flag_types(command: Any) -> None:
+    """Plain flags (``--dry-run``, ``--help``) take no value: show no ``<bool>`` type after them."""
+    ctx = command.context_class(command, help_option_names=["-h", "--help"])
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and not getattr(param, "count", False):
+            param.metavar = ""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: map every failure to a BIDS-Apps exit code."""
-    args = expand_multi_value_flags(list(sys.argv[1:] if argv is None else argv))
+    args = expand_multi_value_flags(canonical_flags(list(sys.argv[1:] if argv is None else argv)))
     command = typer.main.get_command(app)
+    _hide_flag_types(command)
     try:
         code = command.main(args=args, prog_name="m2m", standalone_mode=False)
     except typer.Exit as done:

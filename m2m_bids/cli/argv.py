@@ -10,15 +10,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-#: Options that take one or more values (every alias). Values run until the next ``-`` token.
+#: Other spellings of options (fMRIPrep's and argparse-style underscores) -> the one the parser
+#: declares. Rewritten before parsing, so ``--help`` lists each option once, uncut at 80 columns.
+ALIASES: dict[str, str] = {
+    "--participant_label": "--participant-label",
+    "--exclude_participant_label": "--exclude-participant-label",
+    "--session_label": "--session-label",
+    "--session-id": "--session-label",
+    "--session_id": "--session-label",
+    "--task-id": "--task",
+    "--task_id": "--task",
+    "--bids_filter_file": "--bids-filter-file",
+    "--skip_bids_validation": "--skip-bids-validation",
+    "--skip-bids-validator": "--skip-bids-validation",
+    "--skip_bids_validator": "--skip-bids-validation",
+    "--work_dir": "--work-dir",
+    "--nthreads": "--nprocs",
+    "--n-cpus": "--nprocs",
+    "--n_cpus": "--nprocs",
+    "--omp_nthreads": "--omp-nthreads",
+    "--mem-gb": "--mem",
+    "--mem_gb": "--mem",
+    "--mem-mb": "--mem",
+    "--mem_mb": "--mem",
+    "--config": "--config-file",
+    "--seed": "--random-seed",
+    "--tabular_columns": "--tabular-columns",
+}
+
+#: Options that take one or more values (after :func:`canonical_flags`). Values run until the next ``-`` token.
 MULTI_VALUE_FLAGS: frozenset[str] = frozenset({
-    "--participant-label", "--participant_label",
-    "--exclude-participant-label", "--exclude_participant_label",
-    "--session-label", "--session_label", "--session-id", "--session_id",
-    "-t", "--task", "--task-id", "--task_id",
-    "-d", "--derivatives",
-    "--classes", "--tabular-columns", "--tabular_columns", "--modalities",
+    "--participant-label", "--exclude-participant-label", "--session-label", "-t", "--task",
+    "-d", "--derivatives", "--classes", "--tabular-columns", "--modalities",
 })
+
+
+def canonical_flags(argv: Sequence[str]) -> list[str]:
+    """``--participant_label 01`` -> ``--participant-label 01`` (also in ``--flag=value`` form)."""
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        if token == "--":
+            return out + list(argv[i:])
+        name, eq, value = token.partition("=")
+        out.append(ALIASES[name] + eq + value if name in ALIASES else token)
+    return out
 
 
 def expand_multi_value_flags(argv: Sequence[str]) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from m2m_bids.io_utils import file_lock, write_json_atomic, write_text_atomic
+from m2m_bids.io_utils import file_lock, output_lock, write_json_atomic, write_text_atomic
 
 PREDICTIONS_SIDECAR = {
     "participant_id": {"Description": "participant label"},
@@ -40,7 +40,7 @@ def update_predictions(output_dir: Path, rows: pd.DataFrame, classes: list[str])
     """Merge ``rows`` into ``OUTPUT_DIR/predictions.tsv`` under a lock (parallel jobs keep every row)."""
     path = output_dir / "predictions.tsv"
     rows = rows.apply(lambda col: col.map(_text))
-    with file_lock(output_dir / ".predictions.tsv.lock"):
+    with file_lock(output_lock(output_dir, "predictions.tsv")):
         if path.is_file():
             old = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
             key = ["participant_id", "session_id", "model_id"]

@@ -58,8 +58,11 @@ def make_splits(y: pd.Series, *, folds: int, val_fraction: float, seed: int) -> 
         raise AppError("all labelled participants are in one class: nothing to classify", ExitCode.DATA_ERROR,
                        hint="check the label column / label rule and --classes")
     if smallest < folds:
+        hint = (f"lower --folds to at most {smallest} or add participants" if smallest >= 2 else
+                "cross-validation needs at least 2 participants per class (--folds is at least 2): "
+                "add participants or leave that class out of --classes")
         raise AppError(f"the smallest class has {smallest} participant(s), fewer than the {folds} folds",
-                       ExitCode.DATA_ERROR, hint=f"lower --folds to at most {max(2, smallest)} or add participants")
+                       ExitCode.DATA_ERROR, hint=hint)
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     splits: list[Split] = []
     for k, (train_idx, test_idx) in enumerate(skf.split(ids, labels)):

@@ -97,10 +97,10 @@ def test_bids_filter_file_semantics(multi: Path, tmp_path: Path, filters, t1w, r
     assert _runs(found[0]) == runs
 
 
-def test_unknown_label_is_no_input_with_available_labels(multi: Path, tmp_path: Path) -> None:
+def test_unknown_label_is_no_match_with_available_labels(multi: Path, tmp_path: Path) -> None:
     with pytest.raises(AppError) as info:
         collect_participants(_execution(multi, tmp_path, participant_label=["01", "sub-99"]), Preproc())
-    assert info.value.code == ExitCode.NO_INPUT
+    assert info.value.code == ExitCode.NO_MATCH
     assert "99" in info.value.message and "available: 01, 02, 03" in info.value.message
 
 

@@ -43,7 +43,7 @@ def test_validation_restricted_to_selected_participants(broken: Path) -> None:
     assert not validate_bids_dir(broken, ["02"]).ok
     with pytest.raises(AppError) as info:
         validate_bids_dir(broken, ["03"])
-    assert info.value.code == ExitCode.NO_INPUT and "available: 01, 02" in info.value.message
+    assert info.value.code == ExitCode.NO_MATCH and "available: 01, 02" in info.value.message
 
 
 def test_unwritable_temporary_folder_falls_back_to_whole_dataset(broken: Path, tmp_path: Path) -> None:

@@ -87,10 +87,10 @@ def test_dry_run_lists_pet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 def test_selection_errors(tiny_bids: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     common = ["participant", "--dry-run", "--skip-bids-validation"]
-    assert m2m(tiny_bids, out, *common, "--participant-label", "77") == ExitCode.NO_INPUT
+    assert m2m(tiny_bids, out, *common, "--participant-label", "77") == ExitCode.NO_MATCH
     assert m2m(tiny_bids, out, *common, "--task", "nback") == ExitCode.NO_MATCH
-    # files without a session entity stay selected under --session-label (execution spec)
-    assert m2m(tiny_bids, out, *common, "--session-label", "99") == ExitCode.OK
+    # a session that no selected file has matches nothing, even though session-less files would stay
+    assert m2m(tiny_bids, out, *common, "--session-label", "99") == ExitCode.NO_MATCH
     filters = tmp_path / "filters.json"
     filters.write_text(json.dumps({"bold": {"acquisition": "multiband"}}))
     assert m2m(tiny_bids, out, *common, "--bids-filter-file", filters) == ExitCode.NO_MATCH
@@ -124,7 +124,8 @@ def test_participant_run_leaves_input_untouched_and_resumes_from_cache(
     assert description["GeneratedBy"][0]["Name"] == "m2m-bids"
     snapshots = list((out / "logs").glob("*/config.toml"))
     assert len(snapshots) == 1
-    assert list((out / "sub-01" / "log").iterdir())
+    assert not (out / "sub-01" / "log").exists(), "nothing failed: no empty per-participant log folder"
+    assert (out / "logs" / snapshots[0].parent.name / "m2m.log").is_file()
     caplog.clear()
     assert m2m(*args) == ExitCode.OK
     assert "no preprocessing needed" in caplog.text
