@@ -129,8 +129,9 @@ def _run_level(cfg: RunConfig) -> ExitCode:
     for problem in problems:
         outcome.fail(problem.label, AppError(problem.message, problem.code, path=problem.path, hint=problem.hint),
                      ex.stop_on_first_crash)
-    log.info("%d participant(s) selected: %s", len(participants) + len(problems),
-             ", ".join(f"sub-{p.label}" for p in participants) or "none usable")
+    refused = f" ({len(problems)} more refused: {', '.join(f'sub-{p.label}' for p in problems)})" if problems else ""
+    log.info("%d participant(s) selected: %s%s", len(participants),
+             ", ".join(f"sub-{p.label}" for p in participants) or "none usable", refused)
     if ex.dry_run:
         _print_plan(participants)
         return outcome.exit_code
@@ -205,12 +206,14 @@ def _model_bundle(cfg: RunConfig) -> Path | None:
 def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:
     from m2m_bids.bids.participants import read_participants
     from m2m_bids.training.api import train_group
+    from m2m_bids.training.labels import check_rule_columns
 
+    phenotype = read_participants(cfg.execution.bids_dir)
+    check_rule_columns(cfg.train.label_rule, phenotype)  # before hours of preprocessing, not after
     entries = _preprocess(cfg, participants, outcome)
     if not entries:
         raise AppError("no participant could be preprocessed, so there is nothing to train on",
                        ExitCode.DATA_ERROR, hint="see the errors above and sub-<id>/log/")
-    phenotype = read_participants(cfg.execution.bids_dir)
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
     log.info("group model written to %s", result.bundle_dir)
     from m2m_bids.classical import is_classical
