@@ -160,6 +160,15 @@ class Preproc(_Section):
     min_volumes: int = Field(default=20, ge=2)
     standardize_bold: bool = True
     alff_band_hz: tuple[float, float] = (0.01, 0.08)  # low-frequency band of the ALFF/fALFF maps
+    # Limits on what is accepted (not how it is processed: outside the cache key, see ACCEPTANCE_ONLY)
+    max_image_gb: float = Field(default=4.0, gt=0)  # one input image as float32 in memory, checked from its header
+    max_fd_mm: float = Field(default=50.0, gt=0)  # largest plausible framewise displacement of a BOLD run
+    max_rotation_deg: float = Field(default=30.0, gt=0)  # largest plausible head rotation from the reference volume
+
+
+#: Preproc fields that decide whether an input is accepted but never change a tensor: they are left
+#: out of the cache key and of the model card's preprocessing check.
+ACCEPTANCE_ONLY = frozenset({"max_image_gb", "max_fd_mm", "max_rotation_deg"})
 
 
 class ModelCfg(_Section):

@@ -32,12 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from m2m_bids.config import ACCEPTANCE_ONLY
 from m2m_bids.exitcodes import AppError, ExitCode
 
 log = logging.getLogger(__name__)
 
 #: Preprocessing fields that do not change the cached tensors (only which runs are accepted).
-PREPROC_IGNORED = frozenset({"min_volumes"})
+PREPROC_IGNORED = frozenset({"min_volumes"}) | ACCEPTANCE_ONLY
 
 
 class CardBacked:

@@ -88,6 +88,10 @@ def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
 def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfig) -> ParticipantResult:
     entries = [cache.get(plan.key) for plan in plans]
     if all(e is not None for e in entries):
+        for entry in entries:  # recorded in the worker; logged here so the run log has them
+            warning = (entry.meta.get("slice_timing") or {}).get("warning")
+            if warning:
+                log.warning("sub-%s: %s", label, warning)
         return ParticipantResult(label, entries=list(entries))
     crash_dir = crash_dump_dir(cfg, label)
     error = _error_from_crashes(crash_dir) or AppError(
@@ -116,8 +120,8 @@ def _error_from_crashes(crash_dir: Path) -> AppError | None:
                 payload = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            return AppError(payload["message"], ExitCode(payload["code"]), path=payload.get("path"),
-                            hint=payload.get("hint"))
+            hint = "; ".join(filter(None, [payload.get("hint"), f"details: {crash}"]))
+            return AppError(payload["message"], ExitCode(payload["code"]), path=payload.get("path"), hint=hint)
     if crashes:
         last = crashes[0].read_text(errors="replace").strip().splitlines()
         reason = next((ln for ln in reversed(last) if ln.strip() and not ln.startswith(" ")), "unknown error")
