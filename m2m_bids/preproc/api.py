@@ -29,12 +29,13 @@ from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
+from m2m_bids.preproc.parent_death import MAIN_PID_VARIABLE
 from m2m_bids.preproc.plan import RunPlan, plan_participant
 
 log = logging.getLogger(__name__)
 
 #: Modules the MultiProc worker server imports once, so each worker starts in milliseconds.
-FORKSERVER_PRELOAD = ("m2m_bids.preproc.worker_logging", "nipype.pipeline.engine", "m2m_bids.preproc.interfaces", "m2m_bids.preproc.steps",
+FORKSERVER_PRELOAD = ("m2m_bids.preproc.parent_death", "m2m_bids.preproc.worker_logging", "nipype.pipeline.engine", "m2m_bids.preproc.interfaces", "m2m_bids.preproc.steps",
                       "m2m_bids.preproc.sink", "m2m_bids.preproc.resample", "ants", "matplotlib.pyplot")
 
 
@@ -155,6 +156,7 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     if plugin_args.get("mp_context") == "forkserver":
         # workers fork from a server that has imported these once (not yet run: no OpenMP pools)
         multiprocessing.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        os.environ[MAIN_PID_VARIABLE] = str(os.getpid())  # the server and its workers die with us
     start = time.monotonic()
     log.info("preprocessing %d participant(s), %d run(s) with nipype %s (work dir %s)", len(todo),
              sum(len(p) for p in todo.values()), ex.nipype_plugin, work)
