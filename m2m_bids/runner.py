@@ -23,6 +23,7 @@ from m2m_bids import __version__
 from m2m_bids.bids.inputs import ParticipantInputs
 from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.preproc.diskspace import FULL_ERRNOS
 from m2m_bids.runtime import configure_caches, configure_threads, is_main_process, setup_logging
 
 log = logging.getLogger("m2m_bids")
@@ -70,6 +71,12 @@ def run(cfg: RunConfig) -> ExitCode:
     except AppError as err:
         log.error(err.render())
         code = err.code
+    except OSError as err:
+        if err.errno not in FULL_ERRNOS:
+            raise
+        log.error(AppError(f"the disk is full: {err.strerror}", ExitCode.IO_ERROR, path=err.filename,
+                           hint="free some space or choose another OUTPUT_DIR / --work-dir, then re-run").render())
+        code = ExitCode.IO_ERROR
     except MemoryError:
         log.error("out of memory; lower --nprocs/--batch-size or raise the job's memory, then re-run "
                   "(finished work is cached and will not be redone)")

@@ -27,6 +27,7 @@ from m2m_bids.config import RunConfig
 from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
+from m2m_bids.preproc.diskspace import GuardedMultiProc, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
 from m2m_bids.preproc.parent_death import MAIN_PID_VARIABLE
@@ -141,6 +142,9 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
         os.environ[name] = str(ex.threads)
     work = ex.resolved_work_dir / "nipype"
     work.mkdir(parents=True, exist_ok=True)
+    plans = [plan for runs in todo.values() for plan in runs]
+    check_free_space([work, ex.resolved_cache_dir], estimate_work_bytes(
+        {path for plan in plans for path in (plan.bold.path, plan.t1w, plan.pet.path if plan.pet else None) if path}))
     wf = build_preproc_wf(todo, cfg, base_dir=work)
     plugin_args: dict[str, Any] = {}
     if ex.nipype_plugin == "MultiProc":
@@ -160,12 +164,16 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     start = time.monotonic()
     log.info("preprocessing %d participant(s), %d run(s) with nipype %s (work dir %s)", len(todo),
              sum(len(p) for p in todo.values()), ex.nipype_plugin, work)
+    runner = GuardedMultiProc(work, plugin_args) if ex.nipype_plugin == "MultiProc" else None
     try:
-        wf.run(plugin=ex.nipype_plugin, plugin_args=plugin_args)
+        wf.run(plugin=runner or ex.nipype_plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # some node failed; MultiProc finished the others first
         log.debug("nipype reported failures: %s", err)
     finally:
         progress.close()
+    if runner is not None and runner.disk_full is not None:
+        runner.pool.shutdown(wait=False, cancel_futures=True)
+        raise runner.disk_full
     log.info("preprocessing finished in %.1f s", time.monotonic() - start)
 
 
