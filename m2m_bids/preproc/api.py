@@ -27,6 +27,7 @@ from m2m_bids.config import RunConfig
 from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
+from m2m_bids.preproc.cache_cleanup import remove_stale_temporaries
 from m2m_bids.preproc.diskspace import GuardedMultiProc, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
@@ -53,6 +54,7 @@ class ParticipantResult:
 def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfig) -> list[ParticipantResult]:
     """Preprocess (or take from the cache) every participant; one result per participant, in order."""
     cache = TensorCache(cfg.execution.resolved_cache_dir)
+    remove_stale_temporaries(cache.root)
     results: dict[str, ParticipantResult] = {}
     todo: dict[str, list[RunPlan]] = {}
     for participant in participants:
