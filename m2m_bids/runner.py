@@ -85,8 +85,12 @@ def run(cfg: RunConfig) -> ExitCode:
         if "out of memory" in str(err).lower():
             log.error("GPU out of memory (%s); lower --batch-size or --window-frames and re-run", err)
             code = ExitCode.TEMP_FAIL
-        else:
-            raise
+        else:  # a bug, not a user error: one line on the console, the traceback in the run log
+            log_file = ex.output_dir / "logs" / cfg.run_id / "m2m.log"
+            log.debug("unexpected error", exc_info=True)
+            log.error("unexpected error %s: %s\n  file: %s (holds the traceback)\n  fix:  please report it with "
+                      "that log", type(err).__name__, str(err).splitlines()[0][:300] if str(err) else "", log_file)
+            code = ExitCode.FAILURE
     finally:
         _finalise_outputs(cfg)
     log.info("finished in %.1f s with exit code %d", time.monotonic() - started, int(code))
