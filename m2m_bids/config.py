@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.textinput import load_yaml, read_text_input
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,6 +160,15 @@ class Preproc(_Section):
     min_volumes: int = Field(default=20, ge=2)
     standardize_bold: bool = True
     alff_band_hz: tuple[float, float] = (0.01, 0.08)  # low-frequency band of the ALFF/fALFF maps
+    # Limits on what is accepted (not how it is processed: outside the cache key, see ACCEPTANCE_ONLY)
+    max_image_gb: float = Field(default=4.0, gt=0)  # one input image as float32 in memory, checked from its header
+    max_fd_mm: float = Field(default=50.0, gt=0)  # largest plausible framewise displacement of a BOLD run
+    max_rotation_deg: float = Field(default=30.0, gt=0)  # largest plausible head rotation from the reference volume
+
+
+#: Preproc fields that decide whether an input is accepted but never change a tensor: they are left
+#: out of the cache key and of the model card's preprocessing check.
+ACCEPTANCE_ONLY = frozenset({"max_image_gb", "max_fd_mm", "max_rotation_deg"})
 
 
 class ModelCfg(_Section):
@@ -196,6 +206,20 @@ class Train(_Section):
     compile: bool = False
     samples_per_run: int = Field(default=1, ge=1)  # random fMRI windows drawn per run per epoch
     max_eval_windows: int | None = Field(default=None, ge=1)  # windows scored per run at evaluation; None: all
+
+    @field_validator("label_rule")
+    @classmethod
+    def _check_label_rule(cls, value: str | None) -> str | None:
+        """Refuse a malformed or unbounded rule now, before any preprocessing is spent on the run."""
+        if value is None:
+            return value
+        from m2m_bids.training.labels import LabelRule, RuleError
+
+        try:
+            LabelRule.parse(value)
+        except RuleError as err:
+            raise ValueError(str(err)) from None
+        return value
 
 
 class Interpret(_Section):
@@ -297,24 +321,25 @@ def _is_below(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
+#: The sections of a config file (and of :class:`RunConfig`).
+SECTIONS = ("execution", "preproc", "model", "train", "interpret")
+
+
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yml``/``.yaml``) config file into nested dicts."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise AppError(f"cannot read the config file: {err.strerror}", ExitCode.NO_INPUT, path=str(path),
-                       hint="check the path given to --config-file") from err
+    text = read_text_input(path, "config file", option="--config-file")
     try:
         if path.suffix.lower() in {".yml", ".yaml"}:
-            data = yaml.safe_load(text) or {}
+            data = load_yaml(text) or {}
         else:
             data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
         raise AppError(f"the config file is not valid {path.suffix.lstrip('.').upper() or 'TOML'}: {err}",
                        ExitCode.USAGE, path=str(path)) from err
-    if not isinstance(data, dict):
-        raise AppError("the config file must hold a table of sections", ExitCode.USAGE, path=str(path))
+    if not isinstance(data, dict) or not all(isinstance(data[k], dict) for k in SECTIONS if k in data):
+        raise AppError("the config file must hold a table of sections", ExitCode.USAGE, path=str(path),
+                       hint=f"put settings under {', '.join(f'[{k}]' for k in SECTIONS)}, as `m2m --help` shows")
     filters = data.get("execution", {}).get("bids_filters")
     if filters is not None:
         data["execution"]["bids_filters"] = _replace(filters, TOML_NONE, None)
@@ -357,7 +382,7 @@ def build_config(cli_values: dict[str, Any], config_file: Path | None = None,
 
     given = deep_merge(file_values, cli_values)
     explicit = {section: set(values) for section, values in given.items() if isinstance(values, dict)}
-    return preflight(cfg, explicit)
+    return preflight(cfg, explicit, not_adopted=ACCEPTANCE_ONLY | {"min_volumes"})
 
 
 def _format_validation_error(err: ValueError) -> str:

@@ -23,8 +23,6 @@ from m2m_bids.exitcodes import AppError, ExitCode
 #: Card files of the two kinds of bundle: torch models and the scikit-learn baselines.
 TORCH_CARD = "model-card.json"
 CLASSICAL_CARD = "classical-model.json"
-#: Preprocessing fields that do not change the cached tensors: never adopted from a card.
-NOT_ADOPTED = frozenset({"min_volumes"})
 #: Command-line spelling of the preprocessing fields, for messages.
 FLAG_OF = {"fwhm_mm": "--fwhm", "registration": "--registration", "dummy_scans": "--dummy-scans",
            "slice_time_ref": "--slice-time-ref"}
@@ -38,18 +36,18 @@ def known_archs() -> list[str]:
     return sorted(set(list_models()) | set(CLASSICAL_ARCHS))
 
 
-def preflight(cfg: Any, explicit: Mapping[str, set[str]]) -> Any:
+def preflight(cfg: Any, explicit: Mapping[str, set[str]], not_adopted: frozenset[str] = frozenset()) -> Any:
     """Check ``cfg`` (a :class:`~m2m_bids.config.RunConfig`) and return it with the bundle adopted.
 
     ``explicit`` names, per section, the settings the user gave on the command line or in a config
-    file (preset values and defaults are not explicit).
+    file (preset values and defaults are not explicit). ``not_adopted`` are preprocessing fields that
+    never change a tensor (acceptance limits): they stay the run's own.
     """
-    from m2m_bids.config import AnalysisLevel
-
-    if cfg.execution.analysis_level is AnalysisLevel.participant:
-        cfg = adopt_bundle(cfg, explicit)
+    level = cfg.execution.analysis_level.value
+    if level == "participant":
+        cfg = adopt_bundle(cfg, explicit, not_adopted)
     check_arch(cfg.model.arch)
-    if cfg.execution.analysis_level is AnalysisLevel.group:
+    if level == "group":
         check_model_options(cfg)
     return cfg
 
@@ -128,7 +126,7 @@ def _same(a: Any, b: Any) -> bool:
     return norm(a) == norm(b)
 
 
-def adopt_bundle(cfg: Any, explicit: Mapping[str, set[str]]) -> Any:
+def adopt_bundle(cfg: Any, explicit: Mapping[str, set[str]], not_adopted: frozenset[str] = frozenset()) -> Any:
     """Return ``cfg`` with the bundle path resolved and its card's preprocessing (and arch) adopted.
 
     An explicit setting that differs from the card is a usage error naming both values: tensors made
@@ -141,7 +139,7 @@ def adopt_bundle(cfg: Any, explicit: Mapping[str, set[str]]) -> Any:
     assert card_path is not None
     card = _read_card(card_path)
     fields = type(cfg.preproc).model_fields
-    card_preproc = {k: v for k, v in (card.get("preproc") or {}).items() if k in fields and k not in NOT_ADOPTED}
+    card_preproc = {k: v for k, v in (card.get("preproc") or {}).items() if k in fields and k not in not_adopted}
     conflicts = [f"{FLAG_OF.get(k, 'preproc.' + k)}={getattr(cfg.preproc, k)!r} (model: {v!r})"
                  for k, v in card_preproc.items()
                  if k in explicit.get("preproc", set()) and not _same(getattr(cfg.preproc, k), v)]

@@ -23,6 +23,7 @@ from m2m_bids import __version__
 from m2m_bids.bids.inputs import ParticipantInputs
 from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.preproc.diskspace import FULL_ERRNOS
 from m2m_bids.runtime import configure_caches, configure_threads, is_main_process, setup_logging
 
 log = logging.getLogger("m2m_bids")
@@ -103,6 +104,12 @@ def run(cfg: RunConfig) -> ExitCode:
     except AppError as err:
         log.error(err.render())
         code = err.code
+    except OSError as err:
+        if err.errno not in FULL_ERRNOS:
+            raise
+        log.error(AppError(f"the disk is full: {err.strerror}", ExitCode.IO_ERROR, path=err.filename,
+                           hint="free some space or choose another OUTPUT_DIR / --work-dir, then re-run").render())
+        code = ExitCode.IO_ERROR
     except MemoryError:
         log.error("out of memory; lower --nprocs/--batch-size or raise the job's memory, then re-run "
                   "(finished work is cached and will not be redone)")
@@ -111,8 +118,12 @@ def run(cfg: RunConfig) -> ExitCode:
         if "out of memory" in str(err).lower():
             log.error("GPU out of memory (%s); lower --batch-size or --window-frames and re-run", err)
             code = ExitCode.TEMP_FAIL
-        else:
-            raise
+        else:  # a bug, not a user error: one line on the console, the traceback in the run log
+            log_file = ex.output_dir / "logs" / cfg.run_id / "m2m.log"
+            log.debug("unexpected error", exc_info=True)
+            log.error("unexpected error %s: %s\n  file: %s (holds the traceback)\n  fix:  please report it with "
+                      "that log", type(err).__name__, str(err).splitlines()[0][:300] if str(err) else "", log_file)
+            code = ExitCode.FAILURE
     finally:
         _finalise_outputs(cfg)
     log.info("finished in %.1f s with exit code %d", time.monotonic() - started, int(code))
@@ -163,8 +174,9 @@ def _run_level(cfg: RunConfig) -> ExitCode:
     for problem in problems:
         outcome.fail(problem.label, AppError(problem.message, problem.code, path=problem.path, hint=problem.hint),
                      ex.stop_on_first_crash)
-    log.info("%d participant(s) selected: %s", len(participants) + len(problems),
-             ", ".join(f"sub-{p.label}" for p in participants) or "none usable")
+    refused = f" ({len(problems)} more refused: {', '.join(f'sub-{p.label}' for p in problems)})" if problems else ""
+    log.info("%d participant(s) selected: %s%s", len(participants),
+             ", ".join(f"sub-{p.label}" for p in participants) or "none usable", refused)
     if ex.dry_run:
         _print_plan(participants)
         return outcome.exit_code
@@ -230,12 +242,14 @@ def _model_bundle(cfg: RunConfig) -> Path | None:
 def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:
     from m2m_bids.bids.participants import read_participants
     from m2m_bids.training.api import train_group
+    from m2m_bids.training.labels import check_rule_columns
 
+    phenotype = read_participants(cfg.execution.bids_dir)
+    check_rule_columns(cfg.train.label_rule, phenotype)  # before hours of preprocessing, not after
     entries = _preprocess(cfg, participants, outcome)
     if not entries:
         raise AppError("no participant could be preprocessed, so there is nothing to train on",
                        ExitCode.DATA_ERROR, hint="see the errors above and sub-<id>/log/")
-    phenotype = read_participants(cfg.execution.bids_dir)
     result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
     log.info("group model written to %s", result.bundle_dir)
     from m2m_bids.classical import is_classical

@@ -89,8 +89,8 @@ def setup_logging(verbosity: int, log_file: Path | None = None) -> None:
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter(LOG_FORMAT))
     console.setLevel(max(level, logging.DEBUG))
-    if verbosity < 2:  # nipype reports every node at INFO: keep that in the log file only
-        console.addFilter(lambda record: record.levelno >= logging.WARNING or not record.name.startswith("nipype"))
+    if verbosity < 2:  # nipype reports every node, and every failure with its traceback: log file only
+        console.addFilter(lambda record: not record.name.startswith("nipype"))
     console._m2m = True  # type: ignore[attr-defined]
     root.addHandler(console)
     if log_file is not None:

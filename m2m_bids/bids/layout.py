@@ -313,13 +313,15 @@ def _participant_inputs(layout: Any, label: str, files: tuple[list[Any], list[An
     for session in sorted(by_session, key=lambda s: s or ""):
         anat = _pick_t1w(t1w, session, label)
         if anat.path not in checked_t1w:
-            checked_t1w[anat.path] = check_t1w(Path(anat.path), label, scan_voxels=scan_voxels)
+            checked_t1w[anat.path] = check_t1w(Path(anat.path), label, scan_voxels=scan_voxels,
+                                               max_gb=preproc.max_image_gb)
             problems.extend(checked_t1w[anat.path])
         runs = []
         for f in by_session[session]:
             metadata = layout.get_metadata(f.path)
             n_vols, tr, issues = check_bold(Path(f.path), metadata, label, min_volumes=preproc.min_volumes,
-                                            dummy_scans=preproc.dummy_scans, scan_voxels=scan_voxels)
+                                            dummy_scans=preproc.dummy_scans, scan_voxels=scan_voxels,
+                                            max_gb=preproc.max_image_gb)
             problems.extend(issues)
             if not issues and n_vols is not None and tr is not None:
                 runs.append(BoldRun(Path(f.path), _name_entities(f), dict(metadata), n_vols, tr))

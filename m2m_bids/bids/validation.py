@@ -22,12 +22,16 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener
 
+from m2m_bids.config import Preproc
 from m2m_bids.exitcodes import AppError, ExitCode
 
 log = logging.getLogger(__name__)
 
 #: Bytes decompressed per step of the voxel scan (bounded memory whatever the image size).
 SCAN_CHUNK_BYTES = 32 * 2**20
+
+#: Image size limit (GB as float32) when no configuration gives one: ``preproc.max_image_gb``'s default.
+DEFAULT_MAX_IMAGE_GB: float = Preproc.model_fields["max_image_gb"].default
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,14 @@ class ImageInfo:
     zooms: tuple[float, ...]
 
 
-def load_image(path: Path, label: str, *, scan_voxels: bool = True
+def load_image(path: Path, label: str, *, scan_voxels: bool = True, max_gb: float = DEFAULT_MAX_IMAGE_GB
                ) -> tuple[ImageInfo | None, list[ParticipantProblem]]:
     """Open ``path`` as NIfTI and (optionally) stream its voxels; return its info or the problems.
 
     Catches zero-byte files (interrupted copies, unfetched git-annex/DataLad content), files
-    nibabel cannot read, truncated data, and NaN/inf voxels in floating-point images.
+    nibabel cannot read, images larger than ``max_gb`` as float32 (judged from the header, before
+    any voxel is read: a 2.6 MB gzip can hold a 1024^3 image), truncated data, and NaN/inf voxels
+    in floating-point images.
     """
     problem = _file_problem(path, label)
     if problem is not None:
@@ -76,6 +82,14 @@ def load_image(path: Path, label: str, *, scan_voxels: bool = True
     if any(n == 0 for n in info.shape):
         return None, [ParticipantProblem(label, f"the image has an empty dimension (shape {info.shape})",
                                          str(path), "re-export the image", ExitCode.DATA_ERROR)]
+    size_gb = 4.0 * float(np.prod(info.shape, dtype=np.float64)) / 1e9
+    if size_gb > max_gb:
+        return None, [ParticipantProblem(
+            label, f"the image is too large to process: shape {info.shape} needs {size_gb:.1f} GB of memory "
+                   f"as float32, more than the limit of {max_gb:g} GB", str(path),
+            f"check the header (a wrong shape?); if the image is genuine, raise max_image_gb under [preproc] "
+            f"in a --config-file (to at least {size_gb:.1f}) and give the job that much memory",
+            ExitCode.DATA_ERROR)]
     if scan_voxels:
         message = scan_voxel_data(path, img.header)
         if message is not None:
@@ -142,9 +156,10 @@ def scan_voxel_data(path: Path, header: Any) -> str | None:
     return None
 
 
-def check_t1w(path: Path, label: str, *, scan_voxels: bool = True) -> list[ParticipantProblem]:
+def check_t1w(path: Path, label: str, *, scan_voxels: bool = True, max_gb: float = DEFAULT_MAX_IMAGE_GB
+              ) -> list[ParticipantProblem]:
     """A T1w must be a readable 3D image (a 4D file with a single volume is accepted)."""
-    info, problems = load_image(path, label, scan_voxels=scan_voxels)
+    info, problems = load_image(path, label, scan_voxels=scan_voxels, max_gb=max_gb)
     if info is None:
         return problems
     spatial = info.shape[:3]
@@ -158,13 +173,14 @@ def check_t1w(path: Path, label: str, *, scan_voxels: bool = True) -> list[Parti
 
 
 def check_bold(path: Path, metadata: dict[str, Any], label: str, *, min_volumes: int, dummy_scans: int = 0,
-               scan_voxels: bool = True) -> tuple[int | None, float | None, list[ParticipantProblem]]:
+               scan_voxels: bool = True, max_gb: float = DEFAULT_MAX_IMAGE_GB
+               ) -> tuple[int | None, float | None, list[ParticipantProblem]]:
     """A BOLD run must be a readable 4D image with enough volumes and a ``RepetitionTime``.
 
     Returns ``(n_volumes, repetition_time, problems)``; every problem found is reported at once so
     a user fixes the file in one go.
     """
-    info, problems = load_image(path, label, scan_voxels=scan_voxels)
+    info, problems = load_image(path, label, scan_voxels=scan_voxels, max_gb=max_gb)
     if info is None:
         return None, None, problems
     n_volumes: int | None = None

@@ -26,6 +26,7 @@ from m2m_bids.cli.argv import (
 )
 from m2m_bids.config import AnalysisLevel, Preset, build_config
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.textinput import read_text_input
 
 P_BIDS = "BIDS selection"
 P_PERF = "Performance and resources"
@@ -58,9 +59,10 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def _bids_filters(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
+    text = read_text_input(path, "BIDS filter file", option="--bids-filter-file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
         raise AppError(f"cannot read the BIDS filter file: {err}", ExitCode.USAGE, path=str(path),
                        hint='it must be JSON like {"bold": {"task": "rest"}, "t1w": {"session": "01"}}') from err
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
@@ -88,7 +90,7 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
     task: Annotated[Optional[list[str]], typer.Option(
         "-t", "--task", rich_help_panel=P_BIDS, help="BOLD task(s) to use (default: all).", metavar="TASK...")] = None,
     bids_filter_file: Annotated[Optional[Path], typer.Option(
-        "--bids-filter-file", rich_help_panel=P_BIDS, exists=True, dir_okay=False,
+        "--bids-filter-file", rich_help_panel=P_BIDS,
         help='JSON of PyBIDS filters per query, e.g. {"bold": {"task": "rest"}, "t1w": {"acquisition": null}}.', metavar="FILE")] = None,
     derivatives: Annotated[Optional[list[str]], typer.Option(
         "-d", "--derivatives", rich_help_panel=P_BIDS,
@@ -156,7 +158,7 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
     atlas: Annotated[Optional[str], typer.Option(
         "--atlas", rich_help_panel=P_APPLY, help="Atlas for region tables: a bundled name or NAME=dseg.nii.gz (default: aal).", metavar="ATLAS")] = None,
     config_file: Annotated[Optional[Path], typer.Option(
-        "--config-file", rich_help_panel=P_RUN, exists=True, dir_okay=False,
+        "--config-file", rich_help_panel=P_RUN,
         help="TOML or YAML with any of the settings (command-line flags override it).", metavar="FILE")] = None,
     preset: Annotated[Optional[Preset], typer.Option(
         "--preset", rich_help_panel=P_RUN, help="Named defaults: default, paper, fast, tiny.", metavar="NAME")] = None,
@@ -190,7 +192,8 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         "bids_dir": str(bids_dir), "output_dir": str(output_dir), "analysis_level": analysis_level}}
     for dotted, value in {
         "execution.participant_label": read_label_values(participant_label),
-        "execution.exclude_participant_label": read_label_values(exclude_participant_label),
+        "execution.exclude_participant_label": read_label_values(exclude_participant_label,
+                                                                   "--exclude-participant-label"),
         "execution.session_label": split_values(session_label),
         "execution.task": split_values(task),
         "execution.bids_filters": _bids_filters(bids_filter_file),

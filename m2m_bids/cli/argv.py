@@ -7,8 +7,15 @@ rewriting the first form into the second, and accept ``--flag=value`` as click d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
+
+from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.textinput import read_text_input
+
+#: A BIDS label: letters and digits only (the part after ``sub-``).
+BIDS_LABEL = re.compile(r"[0-9A-Za-z]+")
 
 #: Other spellings of options (fMRIPrep's and argparse-style underscores) -> the one the parser
 #: declares. Rewritten before parsing, so ``--help`` lists each option once, uncut at 80 columns.
@@ -96,23 +103,40 @@ def split_values(values: Sequence[str] | None) -> list[str]:
     return result
 
 
-def read_label_values(values: Sequence[str] | None) -> list[str]:
+def read_label_values(values: Sequence[str] | None, option: str = "--participant-label") -> list[str]:
     """Participant labels from the command line; a value naming an existing file is a label list.
 
     The execution spec allows ``--participant-label labels.txt`` with one label per line (blank
     lines and ``#`` comments ignored; a participants.tsv-like file contributes its first column).
+    A file whose lines are not BIDS labels (``/etc/passwd``, a binary file) is refused without
+    echoing its content, and an empty label is refused rather than read as "no filter".
     """
+    if values is not None and any(not v.strip(" ,") for v in values):
+        raise AppError(f"{option} was given an empty label", ExitCode.USAGE,
+                       hint=f"name the participants (e.g. {option} 01 02) or leave the option out to select all")
     labels: list[str] = []
     for value in split_values(values):
         path = Path(value)
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                line = line.split("#", 1)[0].strip()
-                if not line or line.lower().startswith("participant_id"):
-                    continue
-                labels.append(line.split("\t")[0].split()[0])
+            labels.extend(_labels_from_file(path, option))
         else:
             labels.append(value)
+    return labels
+
+
+def _labels_from_file(path: Path, option: str) -> list[str]:
+    labels = []
+    text = read_text_input(path, "participant label file", option=option)
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line or line.lower().startswith("participant_id"):
+            continue
+        label = line.split("\t")[0].split()[0]
+        if not BIDS_LABEL.fullmatch(label.removeprefix("sub-")):
+            raise AppError(f"line {number} of the participant label file is not a participant label", ExitCode.USAGE,
+                           path=str(path), hint="the file must hold one label per line (letters and digits, "
+                                                "e.g. 01 or sub-01), or be a participants.tsv")
+        labels.append(label)
     return labels
 
 

@@ -3,7 +3,11 @@
 A bundle is ``weights.safetensors`` + ``model-card.json`` (written by
 :func:`m2m_bids.training.outputs.write_bundle`). Nothing is unpickled: the network is rebuilt from
 the card's ``model.config`` with :func:`m2m_bids.models.create_model` and the tensors are read from
-safetensors, whose SHA-256 is checked against the card.
+safetensors. Before any tensor is used the bundle is verified, and every failure is exit 65 with
+the file named: the card must give the weights' SHA-256 (a card without one is refused, not
+trusted), ``weights.file`` must be a file name inside the bundle folder (no ``../x`` or
+``/etc/passwd``), the file must match the checksum, and the card's classes must match the
+network's outputs.
 
 Two checks protect the user from numbers that look right and are not:
 
@@ -20,6 +24,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,12 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from m2m_bids.config import ACCEPTANCE_ONLY
 from m2m_bids.exitcodes import AppError, ExitCode
 
 log = logging.getLogger(__name__)
 
 #: Preprocessing fields that do not change the cached tensors (only which runs are accepted).
-PREPROC_IGNORED = frozenset({"min_volumes"})
+PREPROC_IGNORED = frozenset({"min_volumes"}) | ACCEPTANCE_ONLY
 
 
 class CardBacked:
@@ -77,11 +83,12 @@ class Bundle(CardBacked):
     def arch(self) -> str:
         return str(self.card.get("arch", self.model.config.arch))  # type: ignore[attr-defined]
 
-    @property
+    @cached_property
     def model_id(self) -> str:
-        """``<arch>@<first 12 hex of the weights' SHA-256>``: names the exact weights used."""
-        digest = str(self.card.get("weights", {}).get("sha256", ""))[:12]
-        return f"{self.arch}@{digest}" if digest else self.arch
+        """``<arch>@<first 12 hex of the tensors-and-card hash>`` (:mod:`m2m_bids.model_identity`)."""
+        from m2m_bids.model_identity import model_digest
+
+        return f"{self.arch}@{model_digest(self.model.state_dict(), self.card)[:12]}"
 
 
 class TrainedOn(Protocol):
@@ -109,39 +116,78 @@ def read_card(bundle_dir: Path) -> dict[str, Any]:
     except FileNotFoundError as err:
         raise AppError("the model bundle has no model-card.json", ExitCode.NO_INPUT, path=str(path),
                        hint="point --model at a models/model-<arch>/ folder written by the group level") from err
-    except json.JSONDecodeError as err:
-        raise AppError(f"model-card.json is not valid JSON ({err})", ExitCode.DATA_ERROR, path=str(path),
-                       hint="re-run the group level to rewrite the bundle") from err
-    for key in ("model", "classes"):
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AppError(f"model-card.json is not valid UTF-8 JSON ({err})", ExitCode.DATA_ERROR, path=str(path),
+                       hint="re-run the group level to rewrite the bundle") from None
+    if not isinstance(card, dict):
+        raise AppError("model-card.json does not hold a JSON object", ExitCode.DATA_ERROR, path=str(path),
+                       hint="re-run the group level to rewrite the bundle")
+    for key in ("model", "classes", "weights"):
         if key not in card:
             raise AppError(f"model-card.json lacks the {key!r} entry", ExitCode.DATA_ERROR, path=str(path),
                            hint="the bundle was written by an incompatible version; retrain it")
     return card
 
 
+def verified_weights(bundle_dir: Path, card: dict[str, Any]) -> Path:
+    """The weights file named by the card, confined to the bundle folder and matching its SHA-256."""
+    card_path = Path(bundle_dir) / "model-card.json"
+    entry = card["weights"] if isinstance(card["weights"], dict) else {}
+    name, expected = entry.get("file", "weights.safetensors"), entry.get("sha256")
+    if not isinstance(name, str) or name in {"", ".", ".."} or Path(name).name != name:
+        raise AppError(f"weights.file in model-card.json must be a file name inside the bundle folder, "
+                       f"not {str(name)[:80]!r}", ExitCode.DATA_ERROR, path=str(card_path),
+                       hint="the card was edited; restore the bundle written by the group level")
+    weights = Path(bundle_dir) / name
+    if weights.resolve().parent != Path(bundle_dir).resolve():
+        raise AppError("the weights file links outside the model bundle", ExitCode.DATA_ERROR, path=str(weights),
+                       hint="copy the real file into the bundle folder instead of a symbolic link")
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise AppError("model-card.json gives no SHA-256 for the weights, so they cannot be verified",
+                       ExitCode.DATA_ERROR, path=str(card_path),
+                       hint="use the complete bundle written by the group level (its card has weights.sha256)")
+    if not weights.is_file():
+        raise AppError("the model bundle has no weights file", ExitCode.NO_INPUT, path=str(weights),
+                       hint="copy the whole models/model-<arch>/ folder")
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected.lower():
+        raise AppError("the weights do not match the checksum in model-card.json", ExitCode.DATA_ERROR,
+                       path=str(weights), hint="the file is corrupt or from another bundle; copy it again")
+    return weights
+
+
 def load_bundle(bundle_dir: Path, device: str | torch.device = "cpu") -> Bundle:
-    """Rebuild the network from the card and load its weights (checksum verified)."""
+    """Rebuild the network from the card and load its verified weights (every failure: exit 65)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from m2m_bids.models import create_model
 
     bundle_dir = Path(bundle_dir)
     card = read_card(bundle_dir)
-    weights = bundle_dir / str(card.get("weights", {}).get("file", "weights.safetensors"))
-    if not weights.is_file():
-        raise AppError("the model bundle has no weights file", ExitCode.NO_INPUT, path=str(weights),
-                       hint="copy the whole models/model-<arch>/ folder")
-    expected = card.get("weights", {}).get("sha256")
-    if expected and hashlib.sha256(weights.read_bytes()).hexdigest() != expected:
-        raise AppError("the weights do not match the checksum in model-card.json", ExitCode.DATA_ERROR,
-                       path=str(weights), hint="the file is corrupt or from another bundle; copy it again")
-    config = dict(card["model"].get("config", card["model"]))
+    weights = verified_weights(bundle_dir, card)
+    card_path = bundle_dir / "model-card.json"
+    model_entry = card["model"] if isinstance(card["model"], dict) else {}
+    config = dict(model_entry.get("config", model_entry))
     try:
         model = create_model(**config)
+    except (TypeError, ValueError, KeyError) as err:
+        raise AppError(f"the card's model.config cannot build a network: {err}", ExitCode.DATA_ERROR,
+                       path=str(card_path), hint="retrain the bundle with this version of m2m-bids") from None
+    n_outputs = int(getattr(model.config, "num_classes", len(card["classes"])))
+    if not isinstance(card["classes"], list) or len(card["classes"]) != n_outputs:
+        raise AppError(f"model-card.json lists {len(card['classes'])} classes for a network with {n_outputs} "
+                       "outputs", ExitCode.DATA_ERROR, path=str(card_path),
+                       hint="the card was edited or belongs to another bundle; restore the original card")
+    try:
         model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
-    except (RuntimeError, ValueError, TypeError) as err:
-        raise AppError(f"the weights do not fit the architecture in the card: {err}", ExitCode.DATA_ERROR,
-                       path=str(weights), hint="retrain the bundle with this version of m2m-bids") from err
+    except (RuntimeError, ValueError, TypeError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise AppError(f"the weights do not fit the architecture in the card: {first}", ExitCode.DATA_ERROR,
+                       path=str(weights), hint="retrain the bundle with this version of m2m-bids") from None
     model.to(torch.device(device)).eval()
     log.info("loaded model %s from %s", card.get("arch"), bundle_dir)
     return Bundle(bundle_dir, card, model)

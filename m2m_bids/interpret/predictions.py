@@ -17,7 +17,7 @@ PREDICTIONS_SIDECAR = {
     "predicted_label": {"Description": "class with the highest probability"},
     "n_windows": {"Description": "fMRI windows averaged (every window of every run of the session)"},
     "n_runs": {"Description": "runs whose features were averaged (classical archs, which read whole runs)"},
-    "model_id": {"Description": "<arch>@<first 12 hex digits of the weights' SHA-256>"},
+    "model_id": {"Description": "<arch>@<first 12 hex digits of the hash of the model's tensors and card>"},
     "in_training_set": {"Description": "true if the participant trained the final model (optimistic prediction)"},
 }
 

@@ -27,14 +27,17 @@ from m2m_bids.config import RunConfig
 from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
+from m2m_bids.preproc.cache_cleanup import remove_stale_temporaries
+from m2m_bids.preproc.diskspace import GuardedMultiProc, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
+from m2m_bids.preproc.parent_death import MAIN_PID_VARIABLE
 from m2m_bids.preproc.plan import RunPlan, plan_participant
 
 log = logging.getLogger(__name__)
 
 #: Modules the MultiProc worker server imports once, so each worker starts in milliseconds.
-FORKSERVER_PRELOAD = ("m2m_bids.preproc.worker_logging", "nipype.pipeline.engine", "m2m_bids.preproc.interfaces", "m2m_bids.preproc.steps",
+FORKSERVER_PRELOAD = ("m2m_bids.preproc.parent_death", "m2m_bids.preproc.worker_logging", "nipype.pipeline.engine", "m2m_bids.preproc.interfaces", "m2m_bids.preproc.steps",
                       "m2m_bids.preproc.sink", "m2m_bids.preproc.resample", "ants", "matplotlib.pyplot")
 
 
@@ -51,6 +54,7 @@ class ParticipantResult:
 def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfig) -> list[ParticipantResult]:
     """Preprocess (or take from the cache) every participant; one result per participant, in order."""
     cache = TensorCache(cfg.execution.resolved_cache_dir)
+    remove_stale_temporaries(cache.root)
     results: dict[str, ParticipantResult] = {}
     todo: dict[str, list[RunPlan]] = {}
     for participant in participants:
@@ -88,6 +92,10 @@ def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
 def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfig) -> ParticipantResult:
     entries = [cache.get(plan.key) for plan in plans]
     if all(e is not None for e in entries):
+        for entry in entries:  # recorded in the worker; logged here so the run log has them
+            warning = (entry.meta.get("slice_timing") or {}).get("warning")
+            if warning:
+                log.warning("sub-%s: %s", label, warning)
         return ParticipantResult(label, entries=list(entries))
     crash_dir = crash_dump_dir(cfg, label)
     error = _error_from_crashes(crash_dir) or AppError(
@@ -116,8 +124,8 @@ def _error_from_crashes(crash_dir: Path) -> AppError | None:
                 payload = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            return AppError(payload["message"], ExitCode(payload["code"]), path=payload.get("path"),
-                            hint=payload.get("hint"))
+            hint = "; ".join(filter(None, [payload.get("hint"), f"details: {crash}"]))
+            return AppError(payload["message"], ExitCode(payload["code"]), path=payload.get("path"), hint=hint)
     if crashes:
         last = crashes[0].read_text(errors="replace").strip().splitlines()
         reason = next((ln for ln in reversed(last) if ln.strip() and not ln.startswith(" ")), "unknown error")
@@ -136,6 +144,9 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
         os.environ[name] = str(ex.threads)
     work = ex.resolved_work_dir / "nipype"
     work.mkdir(parents=True, exist_ok=True)
+    plans = [plan for runs in todo.values() for plan in runs]
+    check_free_space([work, ex.resolved_cache_dir], estimate_work_bytes(
+        {path for plan in plans for path in (plan.bold.path, plan.t1w, plan.pet.path if plan.pet else None) if path}))
     wf = build_preproc_wf(todo, cfg, base_dir=work)
     plugin_args: dict[str, Any] = {}
     if ex.nipype_plugin == "MultiProc":
@@ -151,15 +162,20 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     if plugin_args.get("mp_context") == "forkserver":
         # workers fork from a server that has imported these once (not yet run: no OpenMP pools)
         multiprocessing.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        os.environ[MAIN_PID_VARIABLE] = str(os.getpid())  # the server and its workers die with us
     start = time.monotonic()
     log.info("preprocessing %d participant(s), %d run(s) with nipype %s (work dir %s)", len(todo),
              sum(len(p) for p in todo.values()), ex.nipype_plugin, work)
+    runner = GuardedMultiProc(work, plugin_args) if ex.nipype_plugin == "MultiProc" else None
     try:
-        wf.run(plugin=ex.nipype_plugin, plugin_args=plugin_args)
+        wf.run(plugin=runner or ex.nipype_plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # some node failed; MultiProc finished the others first
         log.debug("nipype reported failures: %s", err)
     finally:
         progress.close()
+    if runner is not None and runner.disk_full is not None:
+        runner.pool.shutdown(wait=False, cancel_futures=True)
+        raise runner.disk_full
     log.info("preprocessing finished in %.1f s", time.monotonic() - start)
 
 

@@ -160,7 +160,10 @@ class SliceTiming(_StepInterface):
 
 class _MotionIn(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
+    source_file = File(exists=True, desc="the raw BOLD (named in messages)")
     enabled = traits.Bool(True, usedefault=True)
+    max_fd_mm = traits.Float(float("inf"), usedefault=True, desc="largest plausible framewise displacement")
+    max_rotation_deg = traits.Float(float("inf"), usedefault=True, desc="largest plausible rotation")
 
 
 class _MotionOut(TraitedSpec):
@@ -176,7 +179,9 @@ class Motion(_StepInterface):
     def _step(self, out_dir):
         from m2m_bids.preproc.steps import bold_motion
 
-        return bold_motion(self.inputs.in_file, self.inputs.enabled, out_dir)
+        i = self.inputs
+        return bold_motion(i.in_file, i.enabled, out_dir, source=i.source_file if isdefined(i.source_file) else None,
+                           max_fd_mm=i.max_fd_mm, max_rotation_deg=i.max_rotation_deg)
 
 
 class _CoregIn(BaseInterfaceInputSpec):

@@ -16,7 +16,7 @@ import nibabel as nib
 
 from m2m_bids import __version__
 from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, PetImage, SessionInputs
-from m2m_bids.config import RunConfig
+from m2m_bids.config import ACCEPTANCE_ONLY, RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import TensorCache
 from m2m_bids.preproc.fmriprep import FmriprepRun, find_fmriprep_dir, match_run
@@ -53,7 +53,7 @@ class RunPlan:
 
 def preproc_params(cfg: RunConfig) -> dict[str, Any]:
     """Every setting that changes the tensors (cache key, entry metadata, model-bundle checks)."""
-    return cfg.preproc.model_dump(mode="json")
+    return cfg.preproc.model_dump(mode="json", exclude=set(ACCEPTANCE_ONLY))
 
 
 def _check_bold_header(run: BoldRun, min_volumes: int, dummy_scans: int) -> None:

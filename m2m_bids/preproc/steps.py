@@ -94,6 +94,10 @@ def bold_prepare(bold: str, dummy_scans: int, min_volumes: int, out_dir: str) ->
                        f"{dummy_scans} dummy scans); at least {min_volumes} are needed", ExitCode.DATA_ERROR,
                        path=bold, hint="exclude this run (--bids-filter-file) or lower preproc.min_volumes")
     data = np.asarray(img.dataobj)[..., dummy_scans:]
+    if not np.any(data != data[..., :1]):
+        raise AppError("the BOLD run is constant: every volume is identical (all zero or one repeated image), "
+                       "so it holds no signal to align or analyse", ExitCode.DATA_ERROR, path=bold,
+                       hint="re-export the run from the scanner data, or exclude it (--bids-filter-file)")
     out = Path(out_dir) / "bold_prepared.nii"
     nib.save(nib.Nifti1Image(data.astype(np.float32), img.affine), str(out))
     return str(out)
@@ -125,20 +129,27 @@ def bold_slice_timing(bold_prepared: str, bold_source: str, metadata_json: str, 
                                              reverse=reverse != (sign < 0), ref_fraction=ref_fraction)
         except ValueError as err:
             raise AppError(f"slice-timing correction failed: {err}", ExitCode.DATA_ERROR, path=bold_source,
-                           hint="fix SliceTiming/SliceEncodingDirection in the sidecar, or pass --no-slice-timing"
+                           hint="fix SliceTiming/SliceEncodingDirection in the sidecar, or turn the correction off "
+                                "with slice_timing = false under [preproc] in a --config-file"
                            ) from err
         out_file = str(Path(out_dir) / "bold_stc.nii")
         nib.save(nib.Nifti1Image(data, img.affine), out_file)
         record = {"SliceTimingCorrected": True, "StartTime": t_ref, "ReferenceTime": t_ref}
-    if "warning" in record:
-        log.warning("%s: %s", Path(bold_source).name, record["warning"])
+    if "warning" in record:  # the parent logs it to the run log when it collects the run
+        log.debug("%s: %s", Path(bold_source).name, record["warning"])
     record_file = Path(out_dir) / "slice_timing.json"
     record_file.write_text(json.dumps(record))
     return out_file, str(record_file)
 
 
-def bold_motion(bold_prepared: str, enabled: bool, out_dir: str) -> tuple[str, str]:
-    """Estimate rigid head motion; write ``motion.tsv`` (6 params + FD) and the realigned mean (boldref)."""
+def bold_motion(bold_prepared: str, enabled: bool, out_dir: str, *, source: str | None = None,
+                max_fd_mm: float = float("inf"), max_rotation_deg: float = float("inf")) -> tuple[str, str]:
+    """Estimate rigid head motion; write ``motion.tsv`` (6 params + FD) and the realigned mean (boldref).
+
+    Motion beyond ``max_fd_mm`` or ``max_rotation_deg`` is refused (exit 65) rather than passed on:
+    a head does not move 150 mm between volumes, so such values mean a broken series (volumes of
+    another scan, a corrupt file) or a failed estimate, and every tensor made from it is wrong.
+    """
     from m2m_bids.preproc.motion import estimate_motion, framewise_displacement, params_to_matrices
     from m2m_bids.preproc.resample import resample_series
 
@@ -149,6 +160,7 @@ def bold_motion(bold_prepared: str, enabled: bool, out_dir: str) -> tuple[str, s
     else:
         params = np.zeros((data.shape[3], 6))
     fd = framewise_displacement(params)
+    check_motion_plausible(params, fd, source or bold_prepared, max_fd_mm=max_fd_mm, max_rotation_deg=max_rotation_deg)
     header = "trans_x\ttrans_y\ttrans_z\trot_x\trot_y\trot_z\tframewise_displacement"
     motion = Path(out_dir) / "motion.tsv"
     np.savetxt(motion, np.column_stack([params, fd]), delimiter="\t", header=header, comments="", fmt="%.6f")
@@ -160,6 +172,20 @@ def bold_motion(bold_prepared: str, enabled: bool, out_dir: str) -> tuple[str, s
     boldref = Path(out_dir) / "boldref.nii.gz"
     nib.save(nib.Nifti1Image(realigned.mean(axis=-1), img.affine), str(boldref))
     return str(motion), str(boldref)
+
+
+def check_motion_plausible(params: np.ndarray, fd: np.ndarray, bold: str, *, max_fd_mm: float,
+                           max_rotation_deg: float) -> None:
+    """Exit 65 naming ``bold`` when its maximum FD or rotation is beyond the configured limits."""
+    peak_fd = float(np.max(fd)) if len(fd) else 0.0
+    peak_rot = float(np.rad2deg(np.abs(params[:, 3:6]).max())) if len(params) else 0.0
+    if not (np.isfinite(peak_fd) and np.isfinite(peak_rot)) or peak_fd > max_fd_mm or peak_rot > max_rotation_deg:
+        raise AppError(f"implausible head motion: maximum framewise displacement {peak_fd:.1f} mm (limit "
+                       f"{max_fd_mm:g}) and maximum rotation {peak_rot:.1f} degrees (limit {max_rotation_deg:g}); "
+                       "the series is probably broken (volumes of another scan, corrupt data)", ExitCode.DATA_ERROR,
+                       path=bold, hint="check the run in a viewer and exclude it (--bids-filter-file); if the "
+                                       "motion is real, raise max_fd_mm / max_rotation_deg under [preproc] in a "
+                                       "--config-file")
 
 
 def read_motion(path: str) -> np.ndarray:

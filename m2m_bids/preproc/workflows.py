@@ -89,6 +89,7 @@ def init_pet_wf(*, resolution_mm: float, grid_shape: list[int], omp_nthreads: in
 def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float, dummy_scans: int,
                  min_volumes: int, slice_timing: bool, slice_time_ref: float, motion_correction: bool,
                  omp_nthreads: int, seed: int, bold_gb: float, n_volumes: int,
+                 max_fd_mm: float = float("inf"), max_rotation_deg: float = float("inf"),
                  name: str = "bold_wf") -> pe.Workflow:
     """BOLD: dummies, slice timing, motion, coregistration, one resampling to the grid, smoothing.
 
@@ -104,7 +105,8 @@ def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float,
                       mem_gb=2 * bold_gb + 0.2)
     stc = pe.Node(ifc.SliceTiming(ref_fraction=slice_time_ref, enabled=slice_timing), name="slice_timing",
                   mem_gb=3 * bold_gb + 0.2)
-    motion = pe.Node(ifc.Motion(enabled=motion_correction), name="estimate_motion", n_procs=omp_nthreads,
+    motion = pe.Node(ifc.Motion(enabled=motion_correction, max_fd_mm=max_fd_mm, max_rotation_deg=max_rotation_deg),
+                     name="estimate_motion", n_procs=omp_nthreads,
                      mem_gb=3 * bold_gb + 0.3)
     coreg = pe.Node(ifc.Coregister(threads=omp_nthreads, seed=seed), name="coregister_bold",
                     n_procs=omp_nthreads, mem_gb=0.5)
@@ -115,6 +117,7 @@ def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float,
     wf.connect([
         (inputnode, prepare, [("bold", "in_file")]),
         (inputnode, stc, [("bold", "source_file"), ("metadata", "metadata")]),
+        (inputnode, motion, [("bold", "source_file")]),
         (prepare, stc, [("out_file", "in_file")]),
         (prepare, motion, [("out_file", "in_file")]),
         (motion, coreg, [("boldref", "moving")]),
@@ -265,6 +268,7 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
                                    slice_timing=pp.slice_timing, slice_time_ref=pp.slice_time_ref,
                                    motion_correction=pp.motion_correction, omp_nthreads=ex.threads,
                                    seed=ex.random_seed, bold_gb=gb, n_volumes=plan.bold.n_volumes,
+                                   max_fd_mm=pp.max_fd_mm, max_rotation_deg=pp.max_rotation_deg,
                                    name=f"bold_{run_name}_wf", **grid)
             bold_wf.inputs.inputnode.bold = str(plan.bold.path)
             bold_wf.inputs.inputnode.metadata = json.dumps(

@@ -5,11 +5,18 @@ A checkpoint of epoch ``e`` is two files, ``ckpt-e<e>.safetensors`` (model weigh
 Python values only, so ``torch.load(weights_only=True)`` reads it without unpickling code), written
 atomically, then ``latest.json`` is atomically pointed at them, then older checkpoints are deleted.
 A job killed at any moment leaves the previous checkpoint intact.
+
+Reading one back trusts nothing: the state file is read with ``weights_only=True`` (a crafted
+pickle cannot run code), and a checkpoint that is missing, truncated, corrupt or malicious is
+reported as a warning naming the file, and the split is trained again from its first epoch, which
+gives the same result as resuming would have (only later).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -90,14 +97,39 @@ def save_checkpoint(directory: Path, epoch: int, model: nn.Module, state: dict[s
 
 def load_checkpoint(directory: Path, device: str | torch.device = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The latest checkpoint in ``directory`` as ``(model weights, state)``, or ``None`` if there is none."""
-    import json
+    """The latest checkpoint in ``directory`` as ``(model weights, state)``, or ``None`` if there is none.
 
+    Also ``None`` (with a warning naming the file) when the checkpoint cannot be read safely: the
+    caller then trains the split from the start. ``best.safetensors``, which a resumed run reads
+    next, is checked here too.
+    """
     pointer = directory / LATEST
     if not pointer.is_file():
         return None
-    info = json.loads(pointer.read_text(encoding="utf-8"))
-    weights = load_weights(directory / info["weights"], device)
-    state = torch.load(directory / info["state"], map_location=device, weights_only=True)
+    try:
+        info = json.loads(pointer.read_text(encoding="utf-8"))
+        weights_file, state_file = _checkpoint_file(directory, info["weights"]), _checkpoint_file(directory, info["state"])
+        weights = load_weights(weights_file, device)
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or not {"optimizer", "scaler", "history", "epoch", "rng"} <= set(state):
+            raise ValueError(f"{state_file.name} lacks the training state")
+        if (directory / "best.safetensors").exists():
+            load_weights(directory / "best.safetensors", "cpu")
+    except pickle.UnpicklingError:
+        log.warning("the checkpoint in %s holds objects other than tensors and plain values, which are never "
+                    "loaded; training this split again from the first epoch", directory)
+        return None
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint means "start this split again"
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        log.warning("the checkpoint in %s cannot be used (%s: %s); training this split again from the "
+                    "first epoch", directory, type(err).__name__, reason)
+        return None
     log.info("resuming from %s (epoch %d)", directory, info["epoch"])
     return weights, state
+
+
+def _checkpoint_file(directory: Path, name: Any) -> Path:
+    """A file named in ``latest.json``: a plain name inside ``directory``, nothing else."""
+    if not isinstance(name, str) or Path(name).name != name or name in {"", ".", ".."}:
+        raise ValueError(f"latest.json names {str(name)[:80]!r}, not a checkpoint file")
+    return directory / name

@@ -7,6 +7,12 @@ that names classes directly: ``'AD' if ttau / abeta42 > 0.24 else 'CN'`` (nest i
 Rules come from config files and the command line, so they are parsed with :mod:`ast` and
 evaluated by a tree walker that accepts only a whitelist of nodes: no names other than columns,
 no attribute access, no calls other than a few math functions. ``eval`` is never used.
+
+Evaluation is bounded, because a rule is a few vectorised numpy operations over the participants:
+a rule has at most :data:`MAX_RULE_CHARS` characters and :data:`MAX_RULE_NODES` syntax nodes,
+exponents are number literals of magnitude at most :data:`MAX_EXPONENT` (``9**9**9`` is refused),
+arithmetic runs in float64 (it overflows to infinity instead of growing Python integers without
+end) and never on text (``'x' * 10**12`` is refused).
 """
 
 from __future__ import annotations
@@ -38,6 +44,12 @@ _FUNCTIONS: dict[str, Callable[[Any], Any]] = {"log": np.log, "log10": np.log10,
                                                 "sqrt": np.sqrt, "exp": np.exp}
 
 
+#: Limits that keep the evaluation of a rule small (see the module docstring).
+MAX_RULE_CHARS = 1000
+MAX_RULE_NODES = 200
+MAX_EXPONENT = 10
+
+
 class RuleError(ValueError):
     """The label rule is not a valid expression of the supported form."""
 
@@ -53,10 +65,15 @@ class LabelRule:
     @classmethod
     def parse(cls, source: str) -> LabelRule:
         """Parse ``source`` and check every node against the whitelist (raises :class:`RuleError`)."""
+        if len(source) > MAX_RULE_CHARS:
+            raise RuleError(f"the label rule has {len(source)} characters, more than the {MAX_RULE_CHARS} allowed")
         try:
             tree = ast.parse(source.strip(), mode="eval")
-        except SyntaxError as err:
-            raise RuleError(f"cannot parse the label rule {source!r}: {err.msg}") from err
+        except (SyntaxError, ValueError, RecursionError) as err:
+            raise RuleError(f"cannot parse the label rule {source[:80]!r}: {getattr(err, 'msg', err)}") from None
+        n_nodes = sum(1 for _ in ast.walk(tree))
+        if n_nodes > MAX_RULE_NODES:
+            raise RuleError(f"the label rule has {n_nodes} terms, more than the {MAX_RULE_NODES} allowed")
         columns: list[str] = []
         _check(tree.body, columns)
         return cls(source=source, tree=tree, columns=tuple(dict.fromkeys(columns)))
@@ -69,8 +86,12 @@ class LabelRule:
                             f"available: {sorted(map(str, table.columns))}")
         env = {c: pd.to_numeric(table[c], errors="coerce").to_numpy(dtype=float)
                if _numeric_like(table[c]) else table[c].to_numpy(dtype=object) for c in self.columns}
-        with np.errstate(divide="ignore", invalid="ignore"):
-            value = _eval(self.tree.body, env, len(table))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            try:
+                value = _eval(self.tree.body, env, len(table))
+            except TypeError as err:
+                raise RuleError(f"the label rule {self.source!r} does arithmetic on a text column ({err}); "
+                                "compare text columns with == or != only") from None
         value = np.broadcast_to(np.asarray(value, dtype=object), (len(table),))
         inputs_ok = np.ones(len(table), dtype=bool)
         for c in self.columns:
@@ -105,6 +126,11 @@ def _check(node: ast.AST, columns: list[str]) -> None:
         if not isinstance(node.value, (int, float, str, bool)):
             raise RuleError(f"unsupported constant {node.value!r} in the label rule")
     elif isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        if any(isinstance(side, ast.Constant) and isinstance(side.value, str) for side in (node.left, node.right)):
+            raise RuleError("arithmetic on text (such as 'x' * 3) is not allowed in the label rule")
+        if isinstance(node.op, ast.Pow) and not _small_number(node.right):
+            raise RuleError(f"exponents in the label rule must be numbers between -{MAX_EXPONENT} and "
+                            f"{MAX_EXPONENT} (e.g. x ** 2), not {ast.unparse(node.right)[:40]!r}")
         _check(node.left, columns)
         _check(node.right, columns)
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
@@ -127,6 +153,19 @@ def _check(node: ast.AST, columns: list[str]) -> None:
                         f"'A' if cond else 'B', and {sorted(_FUNCTIONS)}")
 
 
+def _small_number(node: ast.AST) -> bool:
+    """A number literal (optionally negated) of magnitude at most :data:`MAX_EXPONENT`."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    return (isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
+            and not isinstance(node.value, bool) and abs(node.value) <= MAX_EXPONENT)
+
+
+def _float(value: Any) -> Any:
+    """Python numbers as float64, so arithmetic overflows to inf rather than growing big integers."""
+    return np.float64(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
 def _eval(node: ast.AST, env: dict[str, np.ndarray], n: int) -> Any:
     """Vectorised evaluation over all participants at once (numpy arrays of length ``n``)."""
     if isinstance(node, ast.Name):
@@ -134,7 +173,7 @@ def _eval(node: ast.AST, env: dict[str, np.ndarray], n: int) -> Any:
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.BinOp):
-        return _BINARY[type(node.op)](_eval(node.left, env, n), _eval(node.right, env, n))
+        return _BINARY[type(node.op)](_float(_eval(node.left, env, n)), _float(_eval(node.right, env, n)))
     if isinstance(node, ast.UnaryOp):
         operand = _eval(node.operand, env, n)
         if isinstance(node.op, ast.Not):
@@ -162,6 +201,17 @@ def _eval(node: ast.AST, env: dict[str, np.ndarray], n: int) -> Any:
     if isinstance(node, ast.Call):
         return _FUNCTIONS[node.func.id](_eval(node.args[0], env, n))  # type: ignore[attr-defined]
     raise RuleError(f"unsupported node {type(node).__name__}")  # pragma: no cover - _check rejects it
+
+
+def check_rule_columns(label_rule: str | None, phenotype: pd.DataFrame) -> None:
+    """Exit 64 when ``label_rule`` reads a column that participants.tsv lacks (checked before preprocessing)."""
+    if not label_rule:
+        return
+    missing = [c for c in LabelRule.parse(label_rule).columns if c not in phenotype.columns]
+    if missing:
+        raise AppError(f"the label rule uses column(s) {missing} that participants.tsv lacks",
+                       ExitCode.USAGE, hint=f"use columns among {sorted(map(str, phenotype.columns))} "
+                                            "in --label-rule (train.label_rule)")
 
 
 @dataclass

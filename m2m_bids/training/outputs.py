@@ -21,6 +21,7 @@ import pandas as pd
 from m2m_bids import __version__
 from m2m_bids.config import RunConfig
 from m2m_bids.io_utils import write_json_atomic, write_text_atomic
+from m2m_bids.model_identity import model_digest
 from m2m_bids.training.checkpoint import save_weights
 from m2m_bids.training.data import EntryLike
 from m2m_bids.training.figures import roc_pr_figures, training_curves
@@ -96,8 +97,9 @@ def cache_provenance(entries: list[EntryLike]) -> dict[str, Any]:
 def write_bundle(bundle: Path, final: SplitOutput, result: GroupResult, labels: Labels, cfg: RunConfig,
                  entries: list[EntryLike]) -> Path:
     """``weights.safetensors`` + ``model-card.json`` of the final model (trained on all labelled participants)."""
+    # one metadata key: safetensors writes several in no fixed order, so the bytes would vary
     weights = save_weights(bundle / "weights.safetensors", final.best_state,
-                           metadata={"arch": cfg.model.arch, "format": "m2m-bids"})
+                           metadata={"format": f"m2m-bids/{cfg.model.arch}"})
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     card = {
         "card_version": CARD_VERSION,
@@ -128,8 +130,10 @@ def write_bundle(bundle: Path, final: SplitOutput, result: GroupResult, labels: 
         "metrics": {"summary": result.summary, "per_fold": result.per_fold},
         "versions": package_versions(),
     }
-    write_json_atomic(bundle / "model-card.json", _clean(card))
-    log.info("model bundle written to %s (sha256 %s)", bundle, digest[:12])
+    card = _clean(card)
+    card["model_id"] = f"{cfg.model.arch}@{model_digest(final.best_state, card)[:12]}"
+    write_json_atomic(bundle / "model-card.json", card)
+    log.info("model bundle %s written to %s (sha256 %s)", card["model_id"], bundle, digest[:12])
     return bundle
 
 

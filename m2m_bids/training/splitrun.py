@@ -142,11 +142,10 @@ class SplitRunner:
 
         info = model_info(model)
         done = split_dir / "result.json"
-        if tc.resume and done.is_file():
+        finished = _read_finished(split_dir) if tc.resume and done.is_file() else None
+        if finished is not None:
             log.info("%s already trained (%s): reusing it", split.name, done)
-            result = _read_result(done)
-            best_state = ckpt.load_weights(split_dir / "best.safetensors")
-            best_epoch, history = int(result["best_epoch"]), list(result["history"])
+            best_state, best_epoch, history = finished
         else:
             train_labels = np.array([r.label for r in train_set.records])
             n_classes = len(self.labels.classes)
@@ -171,7 +170,17 @@ class SplitRunner:
         return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits)
 
 
-def _read_result(path: Path) -> dict[str, Any]:
+def _read_finished(split_dir: Path) -> tuple[dict[str, Any], int, list[dict[str, Any]]] | None:
+    """``(best weights, best epoch, history)`` of a finished split, or ``None`` (with a warning naming
+    the file) when its files are missing or corrupt: the split is then trained again."""
     import json
 
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        result = json.loads((split_dir / "result.json").read_text(encoding="utf-8"))
+        best_epoch, history = int(result["best_epoch"]), list(result["history"])
+        best_state = ckpt.load_weights(split_dir / "best.safetensors")
+    except Exception as err:  # noqa: BLE001 - any unreadable result means "train this split again"
+        log.warning("the finished split in %s cannot be read back (%s: %s); training it again", split_dir,
+                    type(err).__name__, str(err).strip().splitlines()[0][:200] if str(err).strip() else "")
+        return None
+    return best_state, best_epoch, history

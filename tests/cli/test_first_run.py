@@ -102,6 +102,8 @@ def test_bundle_preprocessing_is_adopted_and_only_explicit_conflicts_refused(tmp
     assert build_config(_participant_cli(tmp_path, out), preset=Preset.tiny).preproc.grid_shape == (32, 32, 32)
     same = {"execution": _participant_cli(tmp_path, out)["execution"], "preproc": {"fwhm_mm": 5}}
     assert build_config(same).preproc.fwhm_mm == 5.0  # explicit but equal: fine
+    limits = {"execution": _participant_cli(tmp_path, out)["execution"], "preproc": {"max_fd_mm": 20.0}}
+    assert build_config(limits).preproc.max_fd_mm == 20.0  # acceptance limits are the run's own
     clash = {"execution": _participant_cli(tmp_path, out)["execution"], "preproc": {"fwhm_mm": 8.0}}
     with pytest.raises(AppError) as err:
         build_config(clash)

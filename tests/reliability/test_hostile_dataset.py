@@ -1,0 +1,80 @@
+"""The hostile dataset (hostile.py): every defective participant named with its file and fix, the
+others processed, no traceback, the input untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hostile import EXPECTED, make_hostile_dataset
+
+from m2m_bids.exitcodes import ExitCode
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_hostile_dataset(tmp_path_factory.mktemp("hostile") / "bids")
+
+
+def _digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _blocks(text: str) -> dict[str, str]:
+    """``sub-<label>`` -> its error block (the ERROR line plus its ``file:``/``fix:`` lines)."""
+    blocks: dict[str, str] = {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        found = re.search(r"ERROR .*? sub-(\w+): ", line)
+        if found and found.group(1) not in blocks:
+            blocks[found.group(1)] = "\n".join(lines[i:i + 3])
+    return blocks
+
+
+def test_defects_are_found_per_participant_before_preprocessing(hostile: Path) -> None:
+    from m2m_bids.bids.layout import collect_participants
+    from m2m_bids.config import build_config
+
+    cfg = build_config({"execution": {"bids_dir": str(hostile), "output_dir": str(hostile.parent / "dry"),
+                                      "analysis_level": "participant"}})
+    participants, problems = collect_participants(cfg.execution, cfg.preproc)
+    codes = {p.label: p.code for p in problems}
+    header_level = {label: code for label, (_, code, _) in EXPECTED.items() if code is not None and label != "02"}
+    assert codes == header_level
+    assert sorted(p.label for p in participants) == ["01", "02", "09"]
+
+
+@pytest.mark.integration
+def test_hostile_dataset_run(hostile: Path, tmp_path: Path) -> None:
+    before = _digest(hostile)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "m2m_bids", str(hostile), str(out), "participant",
+                           "--skip-bids-validation", "--preset", "tiny", "--nprocs", "2"],
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == ExitCode.FAILURE  # 65 and 66 both occurred
+    assert "Traceback" not in done.stderr + done.stdout
+    blocks = _blocks(done.stderr)
+    for label, (_, code, words) in EXPECTED.items():
+        if code is None:
+            assert label not in blocks, blocks.get(label)
+            continue
+        assert words in blocks[label], blocks.get(label)
+        assert f"sub-{label}" in blocks[label].split("file:")[1], blocks[label]
+    assert "details: " in blocks["02"]  # the crash file that holds the traceback is named
+    assert "3 participant(s) selected" in done.stderr and "9 more refused" in done.stderr
+    log = next((out / "logs").glob("*/m2m.log")).read_text()
+    assert "sub-09: SliceTiming values reach" in log
+    cached = list((out / "work" / "tensor-cache").rglob("manifest.json"))
+    assert len(cached) == 2  # sub-01 and sub-09
+    assert _digest(hostile) == before
