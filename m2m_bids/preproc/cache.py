@@ -148,10 +148,8 @@ class CacheEntry:
         Memory-mapped read-only by default. ``fmri`` is a time-last *view* of the time-first file:
         whole-run consumers keep their ``(X,Y,Z,T)`` indexing; window readers use :meth:`frames`.
         """
-        if name == "fmri":
-            frames = self.frames(mmap)
-            return frames.transpose(1, 2, 3, 0) if self.time_first else frames
-        return self._array(name, mmap)
+        array = self._array(name, mmap)
+        return array.transpose(1, 2, 3, 0) if name == "fmri" and self.time_first else array
 
     @property
     def time_first(self) -> bool:
@@ -159,10 +157,11 @@ class CacheEntry:
         return int(self.meta.get("layout", 1)) >= 2
 
     def frames(self, mmap: bool = True) -> np.ndarray:
-        """The fMRI run as stored: ``(T, X, Y, Z)`` float16, so ``frames()[t:t + n]`` is one contiguous
-        read of ``n`` frames (a time-last view for a layout-1 entry, which :meth:`TensorCache.get` migrates).
+        """The fMRI run ``(T, X, Y, Z)`` float16, as stored: ``frames()[t:t + n]`` is one contiguous read
+        of ``n`` frames (a strided view of a layout-1 file, which :meth:`TensorCache.get` migrates).
         """
-        return self._array("fmri", mmap)
+        array = self._array("fmri", mmap)
+        return array if self.time_first else array.transpose(3, 0, 1, 2)
 
     def _array(self, name: str, mmap: bool) -> np.ndarray:
         file = self.path / f"{name}.npy"
