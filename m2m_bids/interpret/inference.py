@@ -62,10 +62,9 @@ def _batch(entry: Any, modalities: tuple[str, ...], starts: list[int], frames: i
         vol = np.asarray(entry.load(name), dtype=np.float32)[None, None]
         inputs[name] = torch.from_numpy(np.repeat(vol, b, axis=0)).to(device)
     if "fmri" in modalities:  # time-first windows, read once each, cast on the device, model order by a view
-        run = entry.frames()
-        stack = np.empty((b, 1, frames, *run.shape[1:]), dtype=run.dtype)
+        stack = np.empty((b, 1, frames, *entry.frames().shape[1:]), dtype=np.float16)
         for j, start in enumerate(starts):
-            read_window(run, start, stack[j, 0])
+            read_window(entry, start, stack[j, 0])
         inputs["fmri"] = torch.from_numpy(stack).to(device).float().permute(0, 1, 3, 4, 5, 2)
     if "smri" in modalities:
         smri = np.asarray(entry.load("smri"), dtype=np.float32)[None, None, ..., None]

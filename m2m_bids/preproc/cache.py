@@ -163,6 +163,30 @@ class CacheEntry:
         array = self._array("fmri", mmap)
         return array if self.time_first else array.transpose(3, 0, 1, 2)
 
+    def read_frames(self, start: int, out: np.ndarray) -> int:
+        """Copy frames ``start:start + len(out)`` into ``out`` ``(n, X, Y, Z)``; returns how many the run had.
+
+        Time-first files are read with positioned reads straight into ``out`` -- the kernel's one
+        copy from the page cache, without mapping (page faults made a mapped copy 2-3x slower).
+        """
+        run = self.frames()
+        n = max(0, min(out.shape[0], run.shape[0] - start))
+        if not (self.time_first and out.flags.c_contiguous and isinstance(run, np.memmap)):
+            out[:n] = run[start:start + n]
+            return n
+        view = memoryview(out[:n]).cast("B")
+        offset, done = run.offset + start * run[0].nbytes, 0
+        fd = os.open(self.path / "fmri.npy", os.O_RDONLY)
+        try:
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], offset + done)
+                if got <= 0:
+                    raise OSError(f"{self.path / 'fmri.npy'} ended early (cache entry {self.key}); delete it to rebuild")
+                done += got
+        finally:
+            os.close(fd)
+        return n
+
     def _array(self, name: str, mmap: bool) -> np.ndarray:
         file = self.path / f"{name}.npy"
         if not file.is_file():

@@ -40,6 +40,8 @@ class EntryLike(Protocol):
 
     def frames(self) -> np.ndarray: ...
 
+    def read_frames(self, start: int, out: np.ndarray) -> int: ...
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -70,17 +72,15 @@ def make_records(entries: list[EntryLike], labels: dict[str, int], tabular: dict
     return records
 
 
-def read_window(run: np.ndarray, start: int, out: np.ndarray) -> np.ndarray:
-    """Copy frames ``start:start + len(out)`` of a time-first run ``(T, X, Y, Z)`` into ``out``.
+def read_window(entry: EntryLike, start: int, out: np.ndarray) -> np.ndarray:
+    """Frames ``start:start + len(out)`` of the entry's run, time-first ``(T, X, Y, Z)``, read into ``out``.
 
-    One copy from the (mapped) run into ``out``; a run shorter than the window is padded by
+    One copy, from the cache file into ``out``; a run shorter than the window is padded by
     repeating its last frame.
     """
-    chunk = run[start:start + out.shape[0]]
-    n = chunk.shape[0]
-    out[:n] = chunk
+    n = entry.read_frames(start, out)
     if n < out.shape[0]:
-        out[n:] = chunk[-1]
+        out[n:] = out[n - 1]
     return out
 
 
@@ -165,7 +165,7 @@ class WindowDataset(Dataset):
             out["fmri"] = batch_tensor((b, 1, self.frames, *grid), torch.float16)
             dest = out["fmri"].numpy()
             for j, (r, start) in enumerate(picks):
-                read_window(self.records[r].entry.frames(), start, dest[j, 0])
+                read_window(self.records[r].entry, start, dest[j, 0])
         for name in (["smri"] if "smri" in self.modalities else []) + list(self.maps):
             space = tuple(self.records[picks[0][0]].entry.load(name).shape)
             out[name] = batch_tensor((b, 1, *space, 1) if name == "smri" else (b, 1, *space), torch.float16)
@@ -178,8 +178,8 @@ class WindowDataset(Dataset):
         """One augmented sample (time-last, as :class:`Augmenter` takes it), returned time-first."""
         rec, sample = self.records[rec_idx], {}
         if "fmri" in self.modalities:
-            run = rec.entry.frames()
-            window = read_window(run, start, np.empty((self.frames, *run.shape[1:]), run.dtype))
+            grid = rec.entry.frames().shape[1:]
+            window = read_window(rec.entry, start, np.empty((self.frames, *grid), np.float16))
             sample["fmri"] = np.moveaxis(window, 0, -1)[None]  # (1,X,Y,Z,T)
         if "smri" in self.modalities:
             sample["smri"] = np.asarray(rec.entry.load("smri"))[None, ..., None]  # (1,X,Y,Z,1)

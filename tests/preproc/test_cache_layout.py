@@ -43,7 +43,7 @@ def test_fmri_stored_time_first_and_windows_match_time_last_slices(cache):
     assert entry.time_first and entry.meta["shapes"]["fmri"] == [6, 5, 4, 9]
     np.testing.assert_array_equal(entry.load("fmri"), data["fmri"])  # the time-last view is unchanged
     for start, frames in [(0, 4), (3, 4), (5, 4), (7, 4), (0, 12)]:
-        window = read_window(entry.frames(), start, np.empty((frames, 6, 5, 4), np.float16))
+        window = read_window(entry, start, np.empty((frames, 6, 5, 4), np.float16))
         old = data["fmri"][..., start:start + frames]  # what the time-last reader returned
         old = np.concatenate([old, np.repeat(old[..., -1:], frames - old.shape[-1], -1)], -1)
         assert window.tobytes() == np.ascontiguousarray(np.moveaxis(old, -1, 0)).tobytes()
@@ -79,3 +79,6 @@ def test_layout1_entry_still_reads_correctly_before_migration(cache):
     assert not legacy.time_first
     np.testing.assert_array_equal(legacy.load("fmri"), data["fmri"])
     np.testing.assert_array_equal(legacy.frames()[2:5], np.moveaxis(data["fmri"][..., 2:5], -1, 0))
+    window = read_window(legacy, 7, np.empty((4, 6, 5, 4), np.float16))  # 2 frames left: padded
+    np.testing.assert_array_equal(window[:2], np.moveaxis(data["fmri"][..., 7:], -1, 0))
+    np.testing.assert_array_equal(window[3], window[1])
