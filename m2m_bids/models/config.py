@@ -22,7 +22,7 @@ WEIGHTINGS = ("none", "dot", "cosine", "kl", "jsd", "mmd")
 #: (96^3 MNI grid at 2 mm, patch 6, 128 frames); ``tiny`` is for tests and smoke runs.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "paper": {"patch_size": 6},
+    "paper": {"patch_size": 6, "grad_checkpointing": True},
     "tiny": {
         "embed_dim": 8,
         "depths": (1, 1),
