@@ -58,8 +58,9 @@ def _batches(args: argparse.Namespace, data: str, tmp: Path):
     g, t, b = args.grid, args.frames, args.batch_size
     if data == "memory":
         # a few distinct batches: one repeated batch is overfitted within steps, and the resulting
-        # tiny (denormal) values slow CPU kernels, which would misstate the step time
-        batches = [{"fmri": torch.randn(b, 1, g, g, g, t).half(), "smri": torch.randn(b, 1, g, g, g, 1).half(),
+        # tiny (denormal) values slow CPU kernels, which would misstate the step time; fMRI is
+        # time-first (B, 1, T, X, Y, Z) as the loader delivers it
+        batches = [{"fmri": torch.randn(b, 1, t, g, g, g).half(), "smri": torch.randn(b, 1, g, g, g, 1).half(),
                     "tabular": torch.randn(b, 4), "label": torch.randint(0, 2, (b,))} for _ in range(4)]
         return itertools.cycle(batches)
     from m2m_bids.config import Train

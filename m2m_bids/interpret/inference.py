@@ -20,7 +20,7 @@ from torch import nn
 
 from m2m_bids.interpret.saliency import input_gradient
 from m2m_bids.models.registry import input_maps, input_modalities
-from m2m_bids.training.data import eval_starts
+from m2m_bids.training.data import eval_starts, read_window
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,6 @@ class RunScores:
         return len(self.starts)
 
 
-def _window(fmri: np.ndarray, start: int, frames: int) -> np.ndarray:
-    chunk = np.asarray(fmri[..., start:start + frames], dtype=np.float32)
-    if chunk.shape[-1] < frames:
-        chunk = np.concatenate([chunk, np.repeat(chunk[..., -1:], frames - chunk.shape[-1], axis=-1)], axis=-1)
-    return chunk
-
-
 def _batch(entry: Any, modalities: tuple[str, ...], starts: list[int], frames: int,
            tabular: np.ndarray | None, device: torch.device, maps: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Forward keyword arguments for the windows starting at ``starts`` (plus the run's cache maps)."""
@@ -68,10 +61,11 @@ def _batch(entry: Any, modalities: tuple[str, ...], starts: list[int], frames: i
     for name in maps:
         vol = np.asarray(entry.load(name), dtype=np.float32)[None, None]
         inputs[name] = torch.from_numpy(np.repeat(vol, b, axis=0)).to(device)
-    if "fmri" in modalities:
-        fmri = entry.load("fmri")
-        stack = np.stack([_window(fmri, s, frames) for s in starts])[:, None]
-        inputs["fmri"] = torch.from_numpy(stack).to(device)
+    if "fmri" in modalities:  # time-first windows, read once each, cast on the device, model order by a view
+        stack = np.empty((b, 1, frames, *entry.frames().shape[1:]), dtype=np.float16)
+        for j, start in enumerate(starts):
+            read_window(entry, start, stack[j, 0])
+        inputs["fmri"] = torch.from_numpy(stack).to(device).float().permute(0, 1, 3, 4, 5, 2)
     if "smri" in modalities:
         smri = np.asarray(entry.load("smri"), dtype=np.float32)[None, None, ..., None]
         inputs["smri"] = torch.from_numpy(np.repeat(smri, b, axis=0)).to(device)
@@ -89,7 +83,7 @@ def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None
     cfg = model.config  # type: ignore[attr-defined]
     maps, modalities = input_maps(model), input_modalities(model)  # what training fed it
     frames = int(cfg.frames)
-    n_frames = int(entry.load("fmri").shape[-1]) if "fmri" in modalities else 1
+    n_frames = int(entry.frames().shape[0]) if "fmri" in modalities else 1
     starts = eval_starts(n_frames, frames, None) if "fmri" in modalities else [0]
     model.eval()
     logits, spatial, temporal, latents = [], {}, [], {}

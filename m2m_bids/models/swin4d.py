@@ -7,12 +7,17 @@ over space only; learnable absolute spatial + temporal embeddings added before e
 
 Speed choices: tensors stay channels-last ``(B, X, Y, Z, T, C)`` so every Linear is one GEMM;
 windows are cut by ``view``/``permute`` only; the shift mask is computed once per block at build
-time (a non-persistent buffer); attention is ``F.scaled_dot_product_attention`` with windows in the
-"heads" axis so the mask broadcasts without copies, chunked to respect the CUDA grid limit.
+time (a non-persistent buffer, cast once to the compute dtype); attention is
+``F.scaled_dot_product_attention`` with windows in the "heads" axis so the mask broadcasts without
+copies, chunked to respect the CUDA grid limit. Small windows (SwiFT's 16-token stage-1 windows)
+fill little of a fused kernel's 64-128-query tile, so explicit batched matmul can win there
+(:func:`attention_kernel` picks per device from the measurements of ``benchmarks/attention.py``,
+docs/performance.md). The choice is logged once per encoder.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -25,9 +30,37 @@ from m2m_bids.models.config import ModelConfig, stage_grids
 
 Grid4 = tuple[int, int, int, int]
 
+log = logging.getLogger(__name__)
+
 #: SDPA kernels allowed on CUDA. cuDNN is left out: its backward failed with a broadcast additive
 #: mask in the SwiFT probe (docs/models.md); memory-efficient attention handles the float mask.
-_CUDA_SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+#: MATH is left out too: an input no fused kernel takes runs :func:`matmul_attention` (the same
+#: computation) with a warning, rather than silently falling back.
+_CUDA_SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION]
+
+#: Windows of at most this many tokens use :func:`matmul_attention` (per device type; 0: never).
+#: CPU: SDPA's flash kernel beat batched matmul even on 16-token windows (1.8x at 96^3 x 20, paper
+#: preset; benchmarks/attention.py, docs/performance.md). CUDA: SDPA until the GPU suite
+#: (benchmarks/gpu_suite.py, which runs benchmarks/attention.py) measures batched matmul faster.
+MATMUL_MAX_TOKENS = {"cpu": 0, "cuda": 0}
+
+
+def attention_kernel(tokens: int, device_type: str) -> str:
+    """``"matmul"`` for windows small enough that explicit batched matmul beats SDPA, else ``"sdpa"``."""
+    return "matmul" if tokens <= MATMUL_MAX_TOKENS.get(device_type, 0) else "sdpa"
+
+
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                     dropout: float) -> torch.Tensor:
+    """Softmax attention as two batched matmuls (softmax in fp32); what SDPA computes, with the
+    ``(.., M, M)`` scores materialised -- cheap for small windows, where it avoids tile waste."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores + mask
+    attn = scores.float().softmax(-1).to(q.dtype)
+    if dropout:
+        attn = F.dropout(attn, dropout)
+    return attn @ v
 
 
 def clamp_window(grid: Grid4, window: Grid4, shift: Grid4) -> tuple[Grid4, Grid4]:
@@ -83,6 +116,13 @@ def shift_mask(grid: Grid4, win: Grid4, shift: Grid4) -> torch.Tensor | None:
     return torch.zeros(same.shape).masked_fill(~same, float("-inf"))
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Dtype of the attention's queries: the autocast dtype when autocast is on, else ``x``'s."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample (identity at inference or when ``p == 0``)."""
 
@@ -131,17 +171,27 @@ class WindowAttention4D(nn.Module):
         qkv = self.qkv(x).view(b, nw, m, 3, h, c // h).permute(3, 0, 4, 1, 2, 5)
         q, k, v = qkv.reshape(3, b * h, nw, m, c // h).unbind(0)
         if mask is not None:
-            mask = mask.to(q.dtype).unsqueeze(0)
-        out = self._sdpa(q, k, v, mask)
+            mask = mask.to(q.dtype).unsqueeze(0)  # no-op: the block keeps it in the compute dtype
+        if attention_kernel(m, q.device.type) == "matmul":
+            out = matmul_attention(q, k, v, mask, self.attn_drop if self.training else 0.0)
+        else:
+            out = self._sdpa(q, k, v, mask)
         out = out.view(b, h, nw, m, c // h).permute(0, 2, 3, 1, 4).reshape(b, nw, m, c)
         return self.proj_drop(self.proj(out))
 
     def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               mask: torch.Tensor | None) -> torch.Tensor:
-        if q.is_cuda:
+        if not q.is_cuda:
+            return self._sdpa_chunked(q, k, v, mask)
+        try:
             with sdpa_kernel(_CUDA_SDPA_BACKENDS):
                 return self._sdpa_chunked(q, k, v, mask)
-        return self._sdpa_chunked(q, k, v, mask)
+        except RuntimeError as err:
+            if "No available kernel" not in str(err):
+                raise
+            log.warning("no fused attention kernel takes %s windows %s (head dim %d): using batched matmul",
+                        q.dtype, tuple(q.shape[1:3]), q.shape[-1])
+            return matmul_attention(q, k, v, mask, self.attn_drop if self.training else 0.0)
 
     def _sdpa_chunked(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       mask: torch.Tensor | None) -> torch.Tensor:
@@ -192,6 +242,15 @@ class SwinBlock4D(nn.Module):
         x = x + self.drop_path(self.attend(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
+    def _mask_in(self, dtype: torch.dtype) -> torch.Tensor:
+        """The shift mask in the attention's dtype, cast once (eager) rather than every forward."""
+        if self.attn_mask.dtype == dtype:
+            return self.attn_mask
+        if torch.compiler.is_compiling():  # a compiled graph fuses the cast; no buffer swap inside it
+            return self.attn_mask.to(dtype)
+        self.attn_mask = self.attn_mask.to(dtype)
+        return self.attn_mask
+
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """Window attention of ``(B, D, H, W, T, C)`` tokens, returned in the same layout."""
         grid: Grid4 = tuple(x.shape[1:5])  # type: ignore[assignment]
@@ -207,9 +266,9 @@ class SwinBlock4D(nn.Module):
         if not any(shift):
             mask = None
         elif padded == self.built_grid:
-            mask = self.attn_mask
+            mask = self._mask_in(_compute_dtype(x))
         else:
-            mask = shift_mask(padded, win, shift).to(x.device)  # type: ignore[union-attr]
+            mask = shift_mask(padded, win, shift).to(x.device, _compute_dtype(x))  # type: ignore[union-attr]
         out = window_reverse(self.attn(window_partition(x, win), mask), win, padded)
         if any(shift):
             out = torch.roll(out, shifts=list(shift), dims=(1, 2, 3, 4))
@@ -294,6 +353,7 @@ class SwinEncoder4D(nn.Module):
             dim = dim if last else out_dim  # type: ignore[assignment]
         self.out_dim = dim
         self.norm = nn.LayerNorm(dim)
+        self.kernels_logged = False
 
     def check_input(self, x: torch.Tensor, name: str = "input") -> None:
         """Raise a ValueError naming expected and actual sizes (before any reshape fails cryptically)."""
@@ -313,7 +373,23 @@ class SwinEncoder4D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if not self.kernels_logged and not torch.compiler.is_compiling():
+            log.info("%s", self.kernel_summary(x.device.type, _compute_dtype(x)))
+            self.kernels_logged = True
         x = self.patch_embed(self.patchify(x))
         for stage in self.stages:
             x = stage(x)
         return self.norm(x)
+
+    def kernel_summary(self, device_type: str, dtype: torch.dtype) -> str:
+        """Which attention kernel each stage runs on ``device_type`` (logged at the first forward)."""
+        parts = []
+        for i, stage in enumerate(self.stages):
+            blk = stage.blocks[0]
+            tokens = math.prod(blk.plan(blk.built_grid)[0])
+            kernel = attention_kernel(tokens, device_type)
+            name = "batched matmul" if kernel == "matmul" else (
+                "SDPA (memory-efficient/flash)" if device_type == "cuda" else "SDPA")
+            parts.append(f"stage {i + 1}: {tokens}-token windows, head dim "
+                         f"{blk.attn.qkv.in_features // blk.attn.num_heads} -> {name}")
+        return f"4D Swin attention on {device_type} ({str(dtype).replace('torch.', '')}): " + "; ".join(parts)

@@ -1,10 +1,14 @@
 """Datasets over tensor-cache entries: random fMRI windows for training, all windows for evaluation.
 
-One cache entry is one BOLD run of one session of a participant (fMRI ``(X,Y,Z,T)`` float16 plus
-the session's T1w ``(X,Y,Z)``), memory-mapped so that workers read only the frames of a window.
-Tensors stay float16 until they reach the device (half the host-to-device bytes); the training
-step casts them. Evaluation scores every window of every run; :func:`aggregate_logits` averages
-them per participant.
+One cache entry is one BOLD run of one session of a participant (fMRI stored time-first
+``(T,X,Y,Z)`` float16 plus the session's T1w ``(X,Y,Z)``), memory-mapped so that a window of
+consecutive frames is one contiguous read. The dataset builds whole batches
+(:meth:`WindowDataset.__getitems__`): each window is copied once, from the mapped file straight
+into the batch tensor (in shared memory inside a loader worker), and no collate copy follows.
+Batches keep the cache's layout and dtype -- ``fmri`` is ``(B, 1, T, X, Y, Z)`` float16 -- and
+:func:`m2m_bids.training.loop.forward` puts them in the model's ``(B, 1, X, Y, Z, T)`` order on the
+device. Evaluation scores every window of every run; :func:`aggregate_logits` averages them per
+participant.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from m2m_bids.training.augment import Augmenter
 
@@ -33,6 +37,10 @@ class EntryLike(Protocol):
     def names(self) -> list[str]: ...
 
     def load(self, name: str) -> np.ndarray: ...
+
+    def frames(self) -> np.ndarray: ...
+
+    def read_frames(self, start: int, out: np.ndarray) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -59,18 +67,34 @@ def make_records(entries: list[EntryLike], labels: dict[str, int], tabular: dict
         p = participant_of(entry)
         if p not in tabular:
             continue
-        n_frames = int(entry.load("fmri").shape[-1])
+        n_frames = int(entry.frames().shape[0])
         records.append(RunRecord(entry, p, labels.get(p, -1), tabular[p], n_frames))
     return records
 
 
-def _window(fmri: np.ndarray, start: int, frames: int) -> np.ndarray:
-    """Frames ``start:start+frames``; short runs are padded by repeating the last frame."""
-    chunk = np.asarray(fmri[..., start:start + frames])
-    if chunk.shape[-1] < frames:
-        pad = np.repeat(chunk[..., -1:], frames - chunk.shape[-1], axis=-1)
-        chunk = np.concatenate([chunk, pad], axis=-1)
-    return chunk
+def read_window(entry: EntryLike, start: int, out: np.ndarray) -> np.ndarray:
+    """Frames ``start:start + len(out)`` of the entry's run, time-first ``(T, X, Y, Z)``, read into ``out``.
+
+    One copy, from the cache file into ``out``; a run shorter than the window is padded by
+    repeating its last frame.
+    """
+    n = entry.read_frames(start, out)
+    if n < out.shape[0]:
+        out[n:] = out[n - 1]
+    return out
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised batch tensor; in shared memory inside a loader worker (sent without a copy)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``collate_fn`` of loaders over a :class:`WindowDataset`: its batches are already built."""
+    return batch
 
 
 def eval_starts(n_frames: int, frames: int, max_windows: int | None) -> list[int]:
@@ -117,29 +141,68 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records) * self.samples_per_run if self.train else len(self.items)
 
+    def pick(self, index: int) -> tuple[int, int]:
+        """(record index, first frame) of item ``index``: a random start when training."""
+        if not self.train:
+            return self.items[index]
+        rec_idx = index % len(self.records)
+        span = max(1, self.records[rec_idx].n_frames - self.frames + 1)
+        return rec_idx, int(torch.randint(span, ()).item())
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if self.train:
-            rec_idx = index % len(self.records)
-            rec = self.records[rec_idx]
-            span = max(1, rec.n_frames - self.frames + 1)
-            start = int(torch.randint(span, ()).item())
-        else:
-            rec_idx, start = self.items[index]
-            rec = self.records[rec_idx]
-        sample: dict[str, Any] = {}
+        """One item: the batch of ``[index]`` without its batch axis."""
+        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of ``indices``: ``fmri (B,1,T,X,Y,Z)``, ``smri (B,1,X,Y,Z,1)``, maps ``(B,1,X,Y,Z)``
+        float16; ``tabular (B,K)``; ``label`` and ``record`` ``(B,)``. Each window is copied once."""
+        picks = [self.pick(i) for i in indices]
+        if self.augmenter is not None:
+            return self._stack([self._augmented(r, s) for r, s in picks], picks)
+        b, out = len(picks), {}
         if "fmri" in self.modalities:
-            sample["fmri"] = _window(rec.entry.load("fmri"), start, self.frames)[None]  # (1,X,Y,Z,T)
+            grid = tuple(self.records[picks[0][0]].entry.frames().shape[1:])
+            out["fmri"] = batch_tensor((b, 1, self.frames, *grid), torch.float16)
+            dest = out["fmri"].numpy()
+            for j, (r, start) in enumerate(picks):
+                read_window(self.records[r].entry, start, dest[j, 0])
+        for name in (["smri"] if "smri" in self.modalities else []) + list(self.maps):
+            space = tuple(self.records[picks[0][0]].entry.load(name).shape)
+            out[name] = batch_tensor((b, 1, *space, 1) if name == "smri" else (b, 1, *space), torch.float16)
+            dest = out[name].numpy().reshape(b, *space)  # a view: T1w (B,1,X,Y,Z,1), maps (B,1,X,Y,Z)
+            for j, (r, _) in enumerate(picks):
+                dest[j] = self.records[r].entry.load(name)
+        return self._labels(out, picks)
+
+    def _augmented(self, rec_idx: int, start: int) -> dict[str, np.ndarray]:
+        """One augmented sample (time-last, as :class:`Augmenter` takes it), returned time-first."""
+        rec, sample = self.records[rec_idx], {}
+        if "fmri" in self.modalities:
+            grid = rec.entry.frames().shape[1:]
+            window = read_window(rec.entry, start, np.empty((self.frames, *grid), np.float16))
+            sample["fmri"] = np.moveaxis(window, 0, -1)[None]  # (1,X,Y,Z,T)
         if "smri" in self.modalities:
             sample["smri"] = np.asarray(rec.entry.load("smri"))[None, ..., None]  # (1,X,Y,Z,1)
         for name in self.maps:
             sample[name] = np.asarray(rec.entry.load(name))[None]  # (1,X,Y,Z)
-        if self.augmenter is not None:
-            sample = self.augmenter(sample)
-        out = {k: torch.from_numpy(np.array(v, dtype=np.float16, order="C")) for k, v in sample.items()}
+        sample = self.augmenter(sample)  # type: ignore[misc]
+        if "fmri" in sample:
+            sample["fmri"] = np.moveaxis(sample["fmri"], -1, 1)  # (1,T,X,Y,Z)
+        return sample
+
+    def _stack(self, samples: list[dict[str, np.ndarray]], picks: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in samples[0]:
+            out[name] = batch_tensor((len(samples), *samples[0][name].shape), torch.float16)
+            np.copyto(out[name].numpy(), np.stack([s[name] for s in samples]), casting="unsafe")
+        return self._labels(out, picks)
+
+    def _labels(self, out: dict[str, torch.Tensor], picks: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        recs = [self.records[r] for r, _ in picks]
         if "tabular" in self.modalities:
-            out["tabular"] = torch.from_numpy(rec.tabular)
-        out["label"] = torch.tensor(rec.label, dtype=torch.long)
-        out["record"] = torch.tensor(rec_idx, dtype=torch.long)
+            out["tabular"] = torch.from_numpy(np.stack([r.tabular for r in recs]))
+        out["label"] = torch.tensor([r.label for r in recs], dtype=torch.long)
+        out["record"] = torch.tensor([r for r, _ in picks], dtype=torch.long)
         return out
 
 

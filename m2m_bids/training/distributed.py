@@ -64,13 +64,17 @@ def teardown(dist: Dist) -> None:
         torch_dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, dist: Dist) -> nn.Module:
-    """DDP-wrap ``model`` when the world has more than one process."""
+def wrap(model: nn.Module, dist: Dist, find_unused: bool = True) -> nn.Module:
+    """DDP-wrap ``model`` when the world has more than one process.
+
+    ``find_unused``: some parameters may get no gradient in a step (a modality-dropped branch, a
+    pre-training phase), so DDP walks the graph every step to find them; turn it off when every
+    parameter is known to be used (see :func:`m2m_bids.training.loop.needs_unused_search`).
+    """
     if not dist.enabled:
         return model
     ids = [dist.device.index] if dist.device.type == "cuda" else None
-    # find_unused_parameters: modality-dropped branches (e.g. no tabular columns) get no gradient.
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

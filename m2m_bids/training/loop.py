@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from torch.utils.data import DataLoader, Sampler
 from m2m_bids.config import Train
 from m2m_bids.models.config import MAP_INPUTS
 from m2m_bids.training import checkpoint as ckpt
-from m2m_bids.training.data import EpochSampler, ShardSampler, WindowDataset, aggregate_logits
+from m2m_bids.training.data import EpochSampler, ShardSampler, WindowDataset, aggregate_logits, as_batch
 from m2m_bids.training.distributed import Dist, all_reduce_mean, gather_objects, unwrap, wrap
 from m2m_bids.training.metrics import classification_metrics, softmax
+from m2m_bids.training.resident import ResidentBatches, choose_residency
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,68 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype inputs are given to the model in: the autocast dtype when autocast is on, else fp32."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
+
+
 def forward(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> Any:
-    """Move the present modalities and maps to ``device`` (fp16 -> fp32) and call the model."""
-    inputs = {k: batch[k].to(device, non_blocking=True).float() if k in batch else None for k in INPUTS}
-    inputs.update({k: batch[k].to(device, non_blocking=True).float() for k in MAP_INPUTS if k in batch})
+    """Move the present modalities and maps to ``device`` and call the model.
+
+    Inputs travel in the cache's float16 and are cast on the device to the compute dtype: the
+    autocast dtype under mixed precision (so no fp32 copy of a 96^3 window is ever made) and fp32
+    only in fp32 runs. ``fmri`` arrives time-first ``(B,1,T,X,Y,Z)`` and is handed to the model as
+    a ``(B,1,X,Y,Z,T)`` view; the encoder's patch embedding makes the one copy it needs anyway.
+    """
+    dtype = compute_dtype(device)
+    inputs: dict[str, torch.Tensor | None] = {}
+    for key in (*INPUTS, *MAP_INPUTS):
+        if key not in batch:
+            if key in INPUTS:
+                inputs[key] = None
+            continue
+        x = batch[key].to(device, non_blocking=True)
+        x = x.to(dtype) if x.is_floating_point() else x
+        inputs[key] = x.permute(0, 1, 3, 4, 5, 2) if key == "fmri" else x
     return model(**inputs)
+
+
+def enable_tf32(device: torch.device) -> None:
+    """fp32 matrix products on TF32 tensor cores (10-bit mantissa, as cuDNN convolutions already use)."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+        log.info("TF32 enabled for fp32 matrix products on %s", device)
+
+
+def needs_unused_search(model: nn.Module, dataset: WindowDataset, cfg: Train, dist: Dist) -> bool:
+    """Whether DDP must look for parameters without a gradient each step (it costs a graph walk).
+
+    True for models that change their graph between epochs (``on_epoch_start``, e.g. MASAN's
+    autoencoder pre-training) and when one probe step on two training windows leaves a parameter
+    without a gradient (e.g. a tabular branch with no columns). The probe leaves the random state
+    and the gradients as they were.
+    """
+    if hasattr(model, "on_epoch_start"):
+        log.info("DDP: %s changes its graph between epochs: find_unused_parameters on", type(model).__name__)
+        return True
+    devices = [dist.device] if dist.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        batch = dataset.__getitems__(list(range(min(2, len(dataset)))))
+        model.train()
+        with autocast(dist.device, amp_dtype(cfg.precision, dist.device)):
+            out = forward(model, batch, dist.device)
+            loss = training_loss(out, batch["label"].to(dist.device), cfg, None)["loss"]
+        loss.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    if unused:
+        log.info("DDP: %d parameter(s) get no gradient (%s...): find_unused_parameters on",
+                 len(unused), ", ".join(unused[:3]))
+    else:
+        log.info("DDP: every parameter gets a gradient: find_unused_parameters off")
+    return bool(unused)
 
 
 def training_loss(out: Any, labels: torch.Tensor, cfg: Train,
@@ -99,23 +157,39 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def make_loader(dataset: WindowDataset, sampler: Sampler, batch_size: int, cfg: Train, dist: Dist,
-                persistent: bool = True) -> DataLoader:
-    """Workers + pinned memory so the next batches are ready while the GPU computes."""
+def make_loader(dataset: WindowDataset, sampler: Sampler, batch_size: int, cfg: Train, dist: Dist, *,
+                name: str = "training", drop_last: bool = False) -> Iterable[dict[str, torch.Tensor]]:
+    """Batches of ``dataset`` in ``sampler`` order, from where they are cheapest to cut.
+
+    A dataset that fits is held on the GPU (or in pinned memory) and windows are sliced there
+    (:mod:`m2m_bids.training.resident`); otherwise persistent workers build whole batches from the
+    memory-mapped cache (one copy per window) into pinned memory while the GPU computes. Create
+    it once and iterate it every epoch. ``drop_last`` keeps every training batch the same shape
+    (``torch.compile`` then compiles once).
+    """
+    residency = choose_residency(dataset, dist.device, name)
+    if residency != "stream":
+        return ResidentBatches(dataset, sampler, batch_size, dist.device, pinned=residency == "pinned",
+                               drop_last=drop_last)
     workers = cfg.num_workers
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=dist.device.type == "cuda", persistent_workers=persistent and workers > 0,
-                      prefetch_factor=4 if workers > 0 else None)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=as_batch,
+                      pin_memory=dist.device.type == "cuda", persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None, drop_last=drop_last)
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    *, step: int, total_steps: int, cfg: Train, dist: Dist, loss_weights: torch.Tensor | None,
-                    steps_per_epoch: int) -> tuple[dict[str, float], int]:
-    """One pass over the training windows; returns mean losses/throughput and the next step index."""
+def train_one_epoch(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]], opt: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, *, step: int, total_steps: int, cfg: Train, dist: Dist,
+                    loss_weights: torch.Tensor | None, steps_per_epoch: int) -> tuple[dict[str, float], int]:
+    """One pass over the training windows; returns mean losses/throughput and the next step index.
+
+    The loss terms are summed on the device and read back once per epoch: a step never waits for
+    the GPU (except the fp16 GradScaler's inf check), so the host queues the next step's kernels
+    while the current ones run.
+    """
     model.train()
     dtype = amp_dtype(cfg.precision, dist.device)
     warmup = cfg.warmup_epochs * steps_per_epoch
-    sums = dict.fromkeys(LOSS_TERMS, 0.0)
+    sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float32, device=dist.device)
     n_batches, n_samples, started = 0, 0, time.perf_counter()
     for batch in loader:
         lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps)
@@ -135,32 +209,51 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
         step += 1
         n_batches += 1
         n_samples += int(labels.shape[0])
-        for key, value in terms.items():
-            sums[key] += float(value.detach())
-    if dist.device.type == "cuda":
-        torch.cuda.synchronize(dist.device)
+        sums += torch.stack([terms[k].detach().float() for k in LOSS_TERMS])
+    means = (sums / max(1, n_batches)).tolist()  # the epoch's one host sync
     seconds = time.perf_counter() - started
-    stats = {k: all_reduce_mean(v / max(1, n_batches), dist) for k, v in sums.items()}
+    stats = {k: all_reduce_mean(v, dist) for k, v in zip(LOSS_TERMS, means, strict=True)}
     stats["samples_per_s"] = all_reduce_mean(n_samples / max(seconds, 1e-9), dist) * dist.world
     stats["lr"] = lr_at(step - 1, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps)
     return stats, step
 
 
+def eval_loader(dataset: WindowDataset, cfg: Train, dist: Dist,
+                name: str = "evaluation") -> Iterable[dict[str, torch.Tensor]]:
+    """This rank's shard of every evaluation window; make it once and pass it to :func:`predict`."""
+    return make_loader(dataset, ShardSampler(len(dataset), dist.rank, dist.world), cfg.batch_size, cfg, dist,
+                       name=name)
+
+
+def pad_batch(batch: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """``batch`` grown to ``size`` rows by repeating its last row (a ragged last batch keeps the
+    compiled shape; the extra outputs are dropped)."""
+    n = len(batch["label"])
+    if n >= size:
+        return batch
+    return {k: torch.cat([v, v[-1:].expand(size - n, *v.shape[1:])]) for k, v in batch.items()}
+
+
 @torch.no_grad()
-def predict(model: nn.Module, dataset: WindowDataset, cfg: Train, dist: Dist) -> dict[str, np.ndarray]:
-    """Participant-level logits: every window of every run, sharded over ranks, averaged per participant."""
+def predict(model: nn.Module, dataset: WindowDataset, cfg: Train, dist: Dist,
+            loader: Iterable[dict[str, torch.Tensor]] | None = None) -> dict[str, np.ndarray]:
+    """Participant-level logits: every window of every run, sharded over ranks, averaged per participant.
+
+    ``loader`` (from :func:`eval_loader`) is reused across epochs; logits stay on the device until
+    the shard is done. With ``cfg.compile`` a ragged last batch is padded to the batch size.
+    """
     model.eval()
-    sampler = ShardSampler(len(dataset), dist.rank, dist.world)
-    loader = make_loader(dataset, sampler, cfg.batch_size, cfg, dist, persistent=False)
+    loader = eval_loader(dataset, cfg, dist) if loader is None else loader
     dtype = amp_dtype(cfg.precision, dist.device)
     records, logits = [], []
     for batch in loader:
+        n = len(batch["label"])
         with autocast(dist.device, dtype):
-            out = forward(model, batch, dist.device)
-        logits.append(out.logits.float().cpu().numpy())
-        records.append(batch["record"].numpy())
-    local = (np.concatenate(records) if records else np.zeros(0, int),
-             np.concatenate(logits) if logits else np.zeros((0, 0), np.float32))
+            out = forward(model, pad_batch(batch, cfg.batch_size) if cfg.compile else batch, dist.device)
+        logits.append(out.logits[:n].float())
+        records.append(batch["record"])
+    local = (torch.cat(records).cpu().numpy() if records else np.zeros(0, int),
+             torch.cat(logits).cpu().numpy() if logits else np.zeros((0, 0), np.float32))
     parts = [p for p in gather_objects(local, dist) if len(p[0])]
     record_idx = np.concatenate([p[0] for p in parts])
     all_logits = np.concatenate([p[1] for p in parts])
@@ -203,11 +296,15 @@ def fit(plan: FitPlan, cfg: Train, dist: Dist, on_epoch_end: EpochHook | None = 
         best_state = ckpt.load_weights(plan.checkpoint_dir / "best.safetensors")
         start_epoch = int(state["epoch"]) + 1
         ckpt.set_rng_state(state["rng"])
-    model = wrap(torch.compile(raw) if cfg.compile else raw, dist)
+    enable_tf32(dist.device)
     per_rank_batch = max(1, math.ceil(cfg.batch_size / dist.world))
+    model = wrap(torch.compile(raw, dynamic=False) if cfg.compile else raw, dist,
+                 find_unused=dist.enabled and needs_unused_search(raw, plan.train_set, cfg, dist))
     sampler = EpochSampler(len(plan.train_set), rank=dist.rank, world=dist.world, seed=plan.seed,
                            weights=plan.sample_weights)
-    loader = make_loader(plan.train_set, sampler, per_rank_batch, cfg, dist)
+    loader = make_loader(plan.train_set, sampler, per_rank_batch, cfg, dist,
+                         drop_last=cfg.compile and len(sampler) >= per_rank_batch)
+    val_loader = eval_loader(plan.val_set, cfg, dist, name="validation")
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
     loss_w = None if plan.class_weights is None else torch.as_tensor(plan.class_weights, dtype=torch.float32,
@@ -220,7 +317,7 @@ def fit(plan: FitPlan, cfg: Train, dist: Dist, on_epoch_end: EpochHook | None = 
         started = time.perf_counter()
         stats, _ = train_one_epoch(model, loader, opt, scaler, step=epoch * steps_per_epoch, total_steps=total,
                                    cfg=cfg, dist=dist, loss_weights=loss_w, steps_per_epoch=steps_per_epoch)
-        stats.update(score(predict(model, plan.val_set, cfg, dist), y_val))
+        stats.update(score(predict(model, plan.val_set, cfg, dist, val_loader), y_val))
         stats.update(epoch=epoch + 1, seconds=time.perf_counter() - started)
         history.append(stats)
         if _better(stats, best):

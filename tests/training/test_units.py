@@ -67,12 +67,12 @@ def test_windows_cover_runs_and_logits_aggregate_per_participant(cache):
     ds = WindowDataset(records, frames=4, modalities=("fmri", "smri", "tabular"), train=False)
     assert len(ds) == 2 * len(records)  # starts 0 and 2
     item = ds[1]
-    assert item["fmri"].shape == (1, 16, 16, 16, 4) and item["fmri"].dtype == torch.float16
+    assert item["fmri"].shape == (1, 4, 16, 16, 16) and item["fmri"].dtype == torch.float16  # time-first
     assert item["smri"].shape == (1, 16, 16, 16, 1) and item["tabular"].shape == (1,)
-    np.testing.assert_array_equal(item["fmri"][0].numpy(), entries[0].load("fmri")[..., 2:6])
+    np.testing.assert_array_equal(item["fmri"][0].numpy(), np.moveaxis(entries[0].load("fmri")[..., 2:6], -1, 0))
     short = WindowDataset(records, frames=8, modalities=("fmri",), train=True)
     padded = short[0]["fmri"][0].numpy()
-    np.testing.assert_array_equal(padded[..., 6], padded[..., 5])  # 6-frame run padded to 8
+    np.testing.assert_array_equal(padded[6], padded[5])  # 6-frame run padded to 8
     logits = np.arange(12, dtype=float).reshape(6, 2)
     agg = aggregate_logits(np.array([0, 2, 3, 3, 2, 4]), logits, records)
     np.testing.assert_allclose(agg["03"], logits[[1, 2, 3, 4]].mean(0))  # both sessions, all windows
