@@ -168,7 +168,7 @@ class M2MAlignNet(nn.Module):
             f, s = self.align_proj["fmri"](f), self.align_proj["smri"](s)
         return m2m_contrastive_loss(
             f, s, temperature=cfg.temperature, weighting=cfg.weighting, gamma=cfg.weight_gamma,
-            normalize=cfg.align_normalize, include_positive=cfg.align_include_positive,
+            divergence_temperature=cfg.divergence_temperature, normalize=cfg.align_normalize, include_positive=cfg.align_include_positive,
             symmetric=cfg.align_symmetric, time_reduction=cfg.align_time_reduction)
 
 
