@@ -153,10 +153,11 @@ class M2MAlignNet(nn.Module):
                 hte = self._temporal(z, out)  # (B, T, C)
                 refined[m] = self.st_norm(hf * hte.unsqueeze(2))
             else:
-                hf, cross = self.cross[m](z, pooled_joint)
+                f = z
+                hf, cross = self.cross[m](f, pooled_joint)
                 refined[m] = hf
             if graph is not None:
-                graph.cross[m], graph.readout[m] = cross, hf
+                graph.cross[m], graph.readout[m], graph.residual[m] = cross, hf, f
         feats = []
         for m in self.modalities:
             h = self.refine[m](refined[m]) if self.config.refinement else refined[m]

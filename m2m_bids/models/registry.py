@@ -27,13 +27,16 @@ class AttentionGraph:
     ``keys[m]``: the slice of its key axis holding modality ``m``'s tokens (row-major over the
     ``(h, w, d)`` grid); ``cross[m]``: attention of modality ``m``'s tokens over the fused latents
     (Eq. 2), ``(B, [Tp,] heads, N_m, Nq)``; ``readout[m]``: the tokens the classifier then reads,
-    ``(B, [Tp,] N_m, C)`` (Eq. 2's output, which keeps each token through a residual).
+    ``(B, [Tp,] N_m, C)`` (Eq. 2's output); ``residual[m]``: the part of the readout that is the
+    modality's own tokens, carried through Eq. 2's residual (``readout - residual`` came through
+    the latents).
     """
 
     spatial: torch.Tensor
     keys: dict[str, slice]
     cross: dict[str, torch.Tensor] = field(default_factory=dict)
     readout: dict[str, torch.Tensor] = field(default_factory=dict)
+    residual: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
