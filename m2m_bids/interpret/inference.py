@@ -4,8 +4,9 @@ A run is scored window by window exactly as the group-level evaluation does
 (:func:`m2m_bids.training.data.eval_starts`: back-to-back windows plus one ending at the last
 frame), so a participant applied later gets the same prediction as in cross-validation. Logits,
 attention and latents are averaged over windows; per-window temporal attention is kept for the
-brain states. Saliency needs a backward pass per window, so it runs on at most
-``max_saliency_windows`` windows spread over the run.
+brain states. The gradient explanations (saliency, and for co-attention models the gradient-weighted
+attention rollout of :mod:`m2m_bids.interpret.relevance`) need a backward pass per window, so they
+run on at most ``max_saliency_windows`` windows spread over the run, for the run's predicted class.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from m2m_bids.interpret.relevance import gradient_weighted_rollout
 from m2m_bids.interpret.saliency import input_gradient
 from m2m_bids.models.registry import input_maps, input_modalities
 from m2m_bids.training.data import eval_starts, read_window
@@ -47,6 +49,8 @@ class RunScores:
     saliency: dict[str, np.ndarray] = field(default_factory=dict)  # m -> (X,Y,Z)
     saliency_temporal: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (start, (T,))
     saliency_tabular: np.ndarray | None = None
+    rollout: dict[str, np.ndarray] = field(default_factory=dict)  # m -> (h,w,d), predicted class
+    rollout_routed: dict[str, float] = field(default_factory=dict)  # m -> share through the co-attention
 
     @property
     def n_windows(self) -> int:
@@ -104,18 +108,43 @@ def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None
                        temporal_attention=temporal,
                        latents={m: np.concatenate(v).mean(0) for m, v in latents.items()})
     if saliency:
-        _add_saliency(model, entry, scores, modalities, frames, tabular, batch_size, max_saliency_windows,
+        chosen = _spread(scores.starts, max_saliency_windows)
+        _add_saliency(model, entry, scores, modalities, frames, tabular, batch_size, chosen,
                       saliency_method, device, maps)
+        _add_rollout(model, entry, scores, modalities, frames, tabular, batch_size, chosen, device, maps)
     return scores
 
 
-def _add_saliency(model: nn.Module, entry: Any, scores: RunScores, modalities: tuple[str, ...], frames: int,
-                  tabular: np.ndarray | None, batch_size: int, max_windows: int, method: str,
-                  device: torch.device, maps: tuple[str, ...] = ()) -> None:
-    """Input x gradient of the run's predicted class, averaged over up to ``max_windows`` windows."""
+def _spread(starts: list[int], n: int) -> list[int]:
+    """At most ``n`` of the window starts, evenly spread over the run."""
+    pick = np.unique(np.linspace(0, len(starts) - 1, min(n, len(starts))).round().astype(int))
+    return [starts[i] for i in pick]
+
+
+def _add_rollout(model: nn.Module, entry: Any, scores: RunScores, modalities: tuple[str, ...], frames: int,
+                 tabular: np.ndarray | None, batch_size: int, chosen: list[int], device: torch.device,
+                 maps: tuple[str, ...] = ()) -> None:
+    """Gradient-weighted attention rollout of the run's predicted class, averaged over ``chosen`` windows."""
     target = int(np.argmax(scores.logits))
-    pick = np.unique(np.linspace(0, len(scores.starts) - 1, min(max_windows, len(scores.starts))).round().astype(int))
-    chosen = [scores.starts[i] for i in pick]
+    sums: dict[str, np.ndarray] = {}
+    routed: dict[str, float] = {}
+    for i in range(0, len(chosen), batch_size):
+        chunk = chosen[i:i + batch_size]
+        result = gradient_weighted_rollout(model, _batch(entry, modalities, chunk, frames, tabular, device, maps))
+        if result is None:
+            return
+        for m, volume in result.maps.items():
+            sums[m] = sums.get(m, 0) + volume[:, target].sum(0)
+            routed[m] = routed.get(m, 0.0) + float(result.routed[m][:, target].sum())
+    scores.rollout = {m: v / len(chosen) for m, v in sums.items()}
+    scores.rollout_routed = {m: v / len(chosen) for m, v in routed.items()}
+
+
+def _add_saliency(model: nn.Module, entry: Any, scores: RunScores, modalities: tuple[str, ...], frames: int,
+                  tabular: np.ndarray | None, batch_size: int, chosen: list[int], method: str,
+                  device: torch.device, maps: tuple[str, ...] = ()) -> None:
+    """Input x gradient of the run's predicted class, averaged over the ``chosen`` windows."""
+    target = int(np.argmax(scores.logits))
     sums: dict[str, np.ndarray] = {}
     tab_sum = None
     for i in range(0, len(chosen), batch_size):

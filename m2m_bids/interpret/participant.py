@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
+from m2m_bids.interpret.brainmask import brain_mask
 from m2m_bids.interpret.brain_states import brain_states, states_table, stitch_frame_scores
 from m2m_bids.interpret.bundle import Bundle
 from m2m_bids.interpret.inference import RunScores, meta_value
@@ -90,26 +91,39 @@ def _weighted_mean(items: list[tuple[np.ndarray, int]]) -> np.ndarray:
     return sum(a * w for a, w in items) / max(total, 1)
 
 
+#: What each ``stat-`` map is (its sidecar's Description); see docs/interpreting.md.
+METHOD_DESCRIPTIONS = {
+    "attention": "raw spatial co-attention of the fusion latents over this modality's tokens (the same for every "
+                 "class: where the model reads, not what favours its prediction), upsampled from the token grid",
+    "gradrollout": "class-discriminative attention: gradient-weighted attention rollout (Chefer et al. 2021) of the "
+                   "predicted class from the classifier's readout tokens through the Eq. 2 residual and the latent "
+                   "queries, upsampled from the token grid",
+    "saliency": "|gradient| of the predicted class logit w.r.t. the input, smoothed with a Gaussian of FWHM "
+                "max(6 mm, 2 voxels)",
+}
+
+
 def _map_sidecar(ctx: Context, method: str, modality: str, sources: list[str]) -> dict[str, Any]:
-    what = ("spatial co-attention of the fusion latents over this modality's tokens, upsampled from the "
-            "token grid" if method == "attention" else
-            "|gradient| of the predicted class logit w.r.t. the input, smoothed with a Gaussian of FWHM max(6 mm, 2 voxels)")
-    return {"Description": f"{what} ({MODALITY_DESC[modality][0]})", "Scale": SCALE_NOTE,
+    return {"Description": f"{METHOD_DESCRIPTIONS[method]} ({MODALITY_DESC[modality][0]})", "Scale": SCALE_NOTE,
             "Resolution": f"{ctx.res.replace('p', '.')} mm isotropic MNI grid of the model", "Method": method,
-            "ModelID": ctx.bundle.model_id, "Space": ctx.template, "Sources": sources}
+            "ModelID": ctx.bundle.model_id, "Space": ctx.template, "Sources": sources,
+            "Mask": "zero outside the brain mask (T1w or run brain mask of the cache entry, else the template's); "
+                    "scale and atlas table computed inside it"}
 
 
 def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray, method: str, modality: str,
-              task: str | None, sources: list[str]) -> MapView:
-    """NIfTI + sidecar, atlas table + sidecar, and the figure of one map."""
+              task: str | None, sources: list[str], mask: np.ndarray,
+              extra: dict[str, Any] | None = None) -> MapView:
+    """NIfTI + sidecar, atlas table + sidecar, and the figure of one map (regions scored inside ``mask``)."""
     desc, datatype = MODALITY_DESC[modality]
     ents = {"task": task, "space": ctx.template, "res": ctx.res, "stat": method, "desc": desc}
     nii = namer.path(datatype, "statmap", ".nii.gz", **ents)
     img = to_nifti(volume, affine, f"m2m {method} {desc}")
     with atomic_path(nii) as tmp:
         img.to_filename(tmp)
-    write_json_atomic(nii.with_name(nii.name.replace(".nii.gz", ".json")), _map_sidecar(ctx, method, modality, sources))
-    table = parcellate(volume, ctx.atlas.grid, ctx.atlas.labels, ctx.top_k)
+    write_json_atomic(nii.with_name(nii.name.replace(".nii.gz", ".json")),
+                      {**_map_sidecar(ctx, method, modality, sources), **(extra or {})})
+    table = parcellate(volume, np.where(mask, ctx.atlas.grid, 0), ctx.atlas.labels, ctx.top_k)
     tsv = namer.path(datatype, "table", ".tsv", task=task, space=ctx.template, atlas=ctx.atlas.name,
                      res=ctx.res, stat=method, desc=desc)
     write_tsv(tsv, table)
@@ -118,7 +132,8 @@ def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray
         "Atlas": ctx.atlas.name, "AtlasLicense": ctx.atlas.licence, "AtlasCitation": ctx.atlas.citation,
         "Scale": SCALE_NOTE, "TopK": ctx.top_k, "TopRegions": top_regions(table, ctx.top_k),
         "ModelID": ctx.bundle.model_id, "Sources": [nii.name],
-        "Columns": {"index": "atlas label value", "name": "region name", "n_voxels": "model-grid voxels in the region",
+        "Columns": {"index": "atlas label value", "name": "region name",
+                    "n_voxels": "model-grid voxels of the region inside the brain mask",
                     "mean": "mean score in the region", "max": "highest voxel score", "rank": "1 = highest mean",
                     "top": f"true for the {ctx.top_k} best-ranked regions"}})
     title = f"{method} · {desc}" + (f" · task-{task}" if task else "")
@@ -128,7 +143,7 @@ def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray
 
 
 def session_maps(ctx: Context, namer: Namer, runs: list[tuple[Any, RunScores]]) -> list[MapView]:
-    """Attention maps (when the model has co-attention) and saliency maps, per modality (fMRI per task)."""
+    """Attention, class-discriminative attention and saliency maps, per modality (fMRI per task), in the brain."""
     affine = np.asarray(meta_value(runs[0][0], "affine"), dtype=float)
     shape = ctx.atlas.grid.shape
     views = []
@@ -139,24 +154,26 @@ def session_maps(ctx: Context, namer: Namer, runs: list[tuple[Any, RunScores]]) 
                 groups[(modality, meta_value(entry, "task") if modality == "fmri" else None)].append((entry, scores))
     for (modality, task), members in sorted(groups.items(), key=lambda kv: (kv[0][0] != "smri", str(kv[0][1]))):
         sources = sorted({Path(str(getattr(e, "path", ""))).name for e, _ in members})
+        mask = brain_mask(members[0][0], modality, shape, affine)
+
+        def emit(volume: np.ndarray, method: str, extra: dict[str, Any] | None = None) -> None:
+            vol = relative_to_uniform(np.where(mask, volume, 0.0), mask)
+            views.append(write_map(ctx, namer, vol, affine, method, modality, task, sources, mask, extra))
+
         if all(modality in s.spatial_attention for _, s in members):
             tokens = _weighted_mean([(s.spatial_attention[modality], s.n_windows) for _, s in members])
-            views.append(write_map(ctx, namer, upsample_tokens(tokens, shape), affine, "attention", modality,
-                                   task, sources))
+            emit(upsample_tokens(tokens, shape), "attention")
+        if all(modality in s.rollout for _, s in members):
+            tokens = _weighted_mean([(s.rollout[modality], 1) for _, s in members])
+            routed = float(np.mean([s.rollout_routed[modality] for _, s in members]))
+            emit(upsample_tokens(tokens, shape), "gradrollout", {
+                "RoutedThroughCoattention": round(routed, 4),
+                "RoutedThroughCoattentionDescription": "share of the map that reached the tokens through the latent "
+                "queries' co-attention; the rest came through the Eq. 2 residual (the token's own readout)"})
         if all(modality in s.saliency for _, s in members):
             raw = _weighted_mean([(s.saliency[modality], 1) for _, s in members])
-            mask = _mask(members[0][0], shape)
-            vol = relative_to_uniform(smooth(raw, saliency_fwhm(voxel_size(affine)), voxel_size(affine)), mask)
-            views.append(write_map(ctx, namer, vol, affine, "saliency", modality, task, sources))
+            emit(smooth(raw, saliency_fwhm(voxel_size(affine)), voxel_size(affine)), "saliency")
     return views
-
-
-def _mask(entry: Any, shape: tuple[int, ...]) -> np.ndarray | None:
-    try:
-        mask = np.asarray(entry.load("mask")) > 0
-    except (KeyError, FileNotFoundError, ValueError):
-        return None
-    return mask if mask.shape == tuple(shape) and mask.any() else None
 
 
 def frame_scores(scores: RunScores) -> tuple[np.ndarray, str] | None:

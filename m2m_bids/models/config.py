@@ -101,6 +101,7 @@ class ModelConfig:
     weighting: str = "dot"
     temperature: float = 0.1
     weight_gamma: float = 0.5
+    divergence_temperature: float = 1.0
     align_normalize: bool = True
     align_symmetric: bool = False
     align_include_positive: bool = False
@@ -200,6 +201,9 @@ def _validate(cfg: ModelConfig) -> None:
                          "(one per joint token, the paper's 'dimension as L_joint')")
     if cfg.tabular_tokens not in ("single", "per_feature"):
         raise ValueError("tabular_tokens must be 'single' or 'per_feature'")
+    if cfg.weight_gamma <= 0 or cfg.divergence_temperature <= 0 or cfg.temperature <= 0:
+        raise ValueError(f"temperature ({cfg.temperature}), weight_gamma ({cfg.weight_gamma}) and "
+                         f"divergence_temperature ({cfg.divergence_temperature}) must be > 0")
     if cfg.align_time_reduction not in ("mean", "sum"):
         raise ValueError("align_time_reduction must be 'mean' or 'sum'")
     if cfg.frames < 1 or cfg.num_classes < 1:

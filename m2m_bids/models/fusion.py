@@ -16,7 +16,8 @@ class CoAttention(nn.Module):
     Used both as the latent-as-query fusion of Eq. 1 (``q`` = learnable latents, no query norm)
     and as the modality refinement of Eq. 2 (``q`` = a modality's tokens, ``kv`` = the fused latent).
     Works on any leading dims: ``q (..., Nq, C)``, ``kv (..., Nk, C)``. Returns the output and the
-    attention weights averaged over heads ``(..., Nq, Nk)`` (rows sum to 1).
+    attention weights per head ``(..., heads, Nq, Nk)`` (rows sum to 1), the very tensor the output
+    is computed from, so that a gradient with respect to it exists (gradient-weighted attention).
     """
 
     def __init__(self, dim: int, num_heads: int = 1, norm_query: bool = True,
@@ -47,7 +48,7 @@ class CoAttention(nn.Module):
         out = self.out(out)
         if self.residual:
             out = out + q
-        return out, attn.mean(dim=-3)
+        return out, attn
 
 
 class BottleneckRefinement(nn.Module):

@@ -23,7 +23,7 @@ from torch import nn
 from m2m_bids.models.config import ModelConfig, stage_grids
 from m2m_bids.models.fusion import BottleneckRefinement, ClassifierHead, CoAttention, TabularEncoder
 from m2m_bids.models.losses import m2m_contrastive_loss
-from m2m_bids.models.registry import ModelOutput, register_model
+from m2m_bids.models.registry import AttentionGraph, ModelOutput, register_model
 from m2m_bids.models.swin4d import SwinEncoder4D
 
 _TYPE_INDEX = {"fmri": 0, "smri": 1, "tabular": 2}
@@ -113,14 +113,18 @@ class M2MAlignNet(nn.Module):
             return joint.expand(-1, -1, self.spatial_pos.shape[0], -1)  # type: ignore[union-attr]
         kv = torch.cat(list(parts.values()), dim=2)
         q = self.spatial_latent.expand(kv.shape[0], tp, -1, -1)
-        joint, attn = self.spatial_coattn(q, kv)
-        mass = attn.float().mean(dim=(1, 2))  # (B, Nk): mean over frames and latent queries
+        joint, attn = self.spatial_coattn(q, kv)  # attn (B, Tp, heads, N_latents, Nk)
+        mass = attn.float().mean(dim=(1, 2, 3))  # (B, Nk): mean over frames, heads and latent queries
         start = 0
+        key_slices: dict[str, slice] = {}
         for m, p in parts.items():
-            seg = mass[:, start:start + p.shape[2]]
+            keys = slice(start, start + p.shape[2])
             start += p.shape[2]
             if m != "tabular":  # maps on the brain grid only; the contract keys are fmri/smri
+                seg = mass[:, keys]
                 out.spatial_attention[m] = (seg / seg.sum(-1, keepdim=True)).reshape(-1, *self.grid)
+                key_slices[m] = keys
+        out.attention_graph = AttentionGraph(spatial=attn, keys=key_slices)
         return joint
 
     def _temporal(self, lf: torch.Tensor, out: ModelOutput) -> torch.Tensor:
@@ -131,7 +135,7 @@ class M2MAlignNet(nn.Module):
         t = lte.shape[1]
         q = self.temporal_latent[:t].expand(lte.shape[0], -1, -1)
         joint, attn = self.temporal_coattn(q, lte)
-        out.temporal_attention = attn.float().mean(1)  # (B, T), mean over the temporal latents
+        out.temporal_attention = attn.float().mean(dim=(1, 2))  # (B, T), mean over heads and temporal latents
         return self.temporal_refine(lte, joint)[0]
 
     def forward(self, fmri: torch.Tensor | None = None, smri: torch.Tensor | None = None,
@@ -141,14 +145,19 @@ class M2MAlignNet(nn.Module):
         joint = self._spatial(tok, out)
         pooled_joint = joint.mean(1)
         refined: dict[str, torch.Tensor] = {}
+        graph = out.attention_graph
         for m, z in tok.items():
             if m == "fmri":
                 f = z if self.config.spatial_per_frame else z.mean(1, keepdim=True)
-                hf = self.cross[m](f, joint)[0]  # (B, Tp, N, C)
+                hf, cross = self.cross[m](f, joint)  # (B, Tp, N, C)
                 hte = self._temporal(z, out)  # (B, T, C)
                 refined[m] = self.st_norm(hf * hte.unsqueeze(2))
             else:
-                refined[m] = self.cross[m](z, pooled_joint)[0]
+                f = z
+                hf, cross = self.cross[m](f, pooled_joint)
+                refined[m] = hf
+            if graph is not None:
+                graph.cross[m], graph.readout[m], graph.residual[m] = cross, hf, f
         feats = []
         for m in self.modalities:
             h = self.refine[m](refined[m]) if self.config.refinement else refined[m]
@@ -168,7 +177,7 @@ class M2MAlignNet(nn.Module):
             f, s = self.align_proj["fmri"](f), self.align_proj["smri"](s)
         return m2m_contrastive_loss(
             f, s, temperature=cfg.temperature, weighting=cfg.weighting, gamma=cfg.weight_gamma,
-            normalize=cfg.align_normalize, include_positive=cfg.align_include_positive,
+            divergence_temperature=cfg.divergence_temperature, normalize=cfg.align_normalize, include_positive=cfg.align_include_positive,
             symmetric=cfg.align_symmetric, time_reduction=cfg.align_time_reduction)
 
 

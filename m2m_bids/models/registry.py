@@ -20,12 +20,34 @@ _REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 
 
 @dataclass
+class AttentionGraph:
+    """The latent-query fusion's attention tensors as the forward computed them (inside the autograd graph).
+
+    ``spatial``: co-attention of the latents over the joint tokens, per head ``(B, Tp, heads, Nq, Nk)``;
+    ``keys[m]``: the slice of its key axis holding modality ``m``'s tokens (row-major over the
+    ``(h, w, d)`` grid); ``cross[m]``: attention of modality ``m``'s tokens over the fused latents
+    (Eq. 2), ``(B, [Tp,] heads, N_m, Nq)``; ``readout[m]``: the tokens the classifier then reads,
+    ``(B, [Tp,] N_m, C)`` (Eq. 2's output); ``residual[m]``: the part of the readout that is the
+    modality's own tokens, carried through Eq. 2's residual (``readout - residual`` came through
+    the latents).
+    """
+
+    spatial: torch.Tensor
+    keys: dict[str, slice]
+    cross: dict[str, torch.Tensor] = field(default_factory=dict)
+    readout: dict[str, torch.Tensor] = field(default_factory=dict)
+    residual: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
 class ModelOutput:
     """What every model returns: logits plus what training and interpretation read.
 
     ``spatial_attention`` maps a modality (``smri``, ``fmri``, ``pet``) to ``(B, h, w, d)`` attention mass on the last-stage
     token grid (mean over queries, heads and frames; each map sums to 1 per sample);
     ``temporal_attention`` is ``(B, T)`` and sums to 1; ``latents`` are pooled ``(B, C)`` embeddings.
+    ``attention_graph`` (fusion models only) holds the attention as computed, for class-discriminative
+    explanations that differentiate the logits with respect to it.
 
     Training adds ``align_weight x align_loss`` (the M2M alignment), ``aux_loss`` as it is (a model's
     own label-free terms, already weighted by its configuration: MASAN's reconstruction and sparsity
@@ -39,6 +61,7 @@ class ModelOutput:
     spatial_attention: dict[str, torch.Tensor] = field(default_factory=dict)
     temporal_attention: torch.Tensor | None = None
     latents: dict[str, torch.Tensor] = field(default_factory=dict)
+    attention_graph: AttentionGraph | None = None
 
 
 def input_maps(model: nn.Module) -> tuple[str, ...]:

@@ -8,17 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from m2m_bids.models.losses import m2m_contrastive_loss, pairwise_discrepancy
+from m2m_bids.models.losses import m2m_contrastive_loss, pairwise_discrepancy, self_weights
 
 WEIGHTINGS = ["none", "dot", "cosine", "kl", "jsd", "mmd"]
 
 
-def _naive_discrepancy(a: torch.Tensor, b: torch.Tensor, kind: str, bandwidth: float) -> float:
+def _naive_discrepancy(a: torch.Tensor, b: torch.Tensor, kind: str, bandwidth: float, t_d: float) -> float:
     if kind == "dot":
-        return float(a @ b)
+        return float(a @ b) / math.sqrt(len(a))
     if kind == "cosine":
         return float(a @ b / (a.norm() * b.norm()))
-    p, q = torch.softmax(a, 0), torch.softmax(b, 0)
+    p = torch.softmax((a - a.mean()) / a.std(unbiased=False) / t_d, 0)
+    q = torch.softmax((b - b.mean()) / b.std(unbiased=False) / t_d, 0)
     if kind == "kl":
         return float((p * (p / q).log()).sum())
     if kind == "jsd":
@@ -27,20 +28,25 @@ def _naive_discrepancy(a: torch.Tensor, b: torch.Tensor, kind: str, bandwidth: f
     return 2 - 2 * math.exp(-float(((a - b) ** 2).sum()) / bandwidth)  # mmd
 
 
-def _naive_loss(f: torch.Tensor, s: torch.Tensor, tau: float, weighting: str, gamma: float) -> float:
-    """Eq. 6 written as loops over batch b, frame t, anchor i, negative k (normalised tokens)."""
-    f, s = F.normalize(f.double(), dim=-1), F.normalize(s.double(), dim=-1)
+def _naive_loss(f: torch.Tensor, s: torch.Tensor, tau: float, weighting: str, gamma: float,
+                t_d: float = 1.0) -> float:
+    """Eq. 6 written as loops over batch b, frame t, anchor i, negative k.
+
+    The similarity uses L2-normalised tokens; the self-weights (Eq. 7) the tokens as given.
+    """
+    raw_f, raw_s = f.double(), s.double()
+    f, s = F.normalize(raw_f, dim=-1), F.normalize(raw_s, dim=-1)
     bsz, t_len, n, _ = f.shape
     total = 0.0
     for b in range(bsz):
         for t in range(t_len):
-            bw = sum(float(((f[b, t, i] - s[b, k]) ** 2).sum()) for i in range(n) for k in range(n)) / n**2
+            bw = sum(float(((raw_f[b, t, i] - raw_s[b, k]) ** 2).sum()) for i in range(n) for k in range(n)) / n**2
             for i in range(n):
                 pos = math.exp(float(f[b, t, i] @ s[b, i]) / tau)
                 if weighting == "none":
                     w = [1.0] * n
                 else:
-                    d = [_naive_discrepancy(f[b, t, i], s[b, k], weighting, bw) for k in range(n)]
+                    d = [_naive_discrepancy(raw_f[b, t, i], raw_s[b, k], weighting, bw, t_d) for k in range(n)]
                     sign = -1 if weighting in ("dot", "cosine") else 1
                     e = [math.exp(sign * d[k] / gamma) if k != i else 0.0 for k in range(n)]
                     w = [(n - 1) * ek / sum(e) for ek in e]
@@ -52,10 +58,10 @@ def _naive_loss(f: torch.Tensor, s: torch.Tensor, tau: float, weighting: str, ga
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
 def test_loss_equals_naive_loop(weighting: str) -> None:
     torch.manual_seed(0)
-    f, s = torch.randn(2, 3, 5, 6), torch.randn(2, 5, 6)
-    got = m2m_contrastive_loss(f, s, temperature=0.2, weighting=weighting, gamma=0.5)
+    f, s = 3 * torch.randn(2, 3, 5, 6), torch.randn(2, 5, 6)
+    got = m2m_contrastive_loss(f, s, temperature=0.2, weighting=weighting, gamma=0.5, divergence_temperature=0.7)
     assert got.dtype == torch.float32
-    assert got.item() == pytest.approx(_naive_loss(f, s, 0.2, weighting, 0.5), rel=1e-4)
+    assert got.item() == pytest.approx(_naive_loss(f, s, 0.2, weighting, 0.5, 0.7), rel=1e-4)
 
 
 def test_none_is_infonce() -> None:
@@ -112,3 +118,59 @@ def test_shape_errors_and_discrepancy_range() -> None:
     a, b = torch.randn(4, 8), torch.randn(4, 8)
     assert (pairwise_discrepancy(a, b, "jsd") <= math.log(2) + 1e-6).all()
     assert (pairwise_discrepancy(a, a, "kl").diagonal().abs() < 1e-6).all()
+
+
+def _encoder_latents(projection: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-stage fMRI and sMRI tokens of a freshly built tiny M2M-AlignNet (what the loss sees)."""
+    from m2m_bids.models import create_model
+    from m2m_bids.models.m2m import encode_tokens
+
+    torch.manual_seed(0)
+    model = create_model("m2m", num_classes=2, img_size=(16, 16, 16), frames=3, modalities=("fmri", "smri"),
+                         preset="tiny", patch_size=2, align_projection=projection)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        f = encode_tokens(model.fmri_encoder, torch.randn(2, 1, 16, 16, 16, 3, generator=g), "fmri")
+        s = encode_tokens(model.smri_encoder, torch.randn(2, 1, 16, 16, 16, 1, generator=g), "smri")[:, 0]
+        if projection:
+            f, s = model.align_proj["fmri"](f), model.align_proj["smri"](s)
+    return f, s
+
+
+@pytest.mark.parametrize("projection", [False, True], ids=["encoder-latents", "projected-latents"])
+def test_six_weightings_give_pairwise_different_losses_and_weights(projection: bool) -> None:
+    """With the default L2-normalised similarity, no two weightings may collapse to one behaviour."""
+    f, s = _encoder_latents(projection)
+    n = f.shape[2]
+    off = ~torch.eye(n, dtype=torch.bool)
+    losses, weights = {}, {}
+    for w in WEIGHTINGS:
+        losses[w] = m2m_contrastive_loss(f, s, weighting=w).item()
+        weights[w] = self_weights(f, s.unsqueeze(1).expand_as(f), w, gamma=0.5)[..., off]
+    for i, a in enumerate(WEIGHTINGS):
+        if a != "none":  # every informative weighting really reweights (the old KL/JSD spread was ~0.002)
+            assert weights[a].std() > 0.05, (a, weights[a].std())
+        for b in WEIGHTINGS[i + 1:]:
+            assert abs(losses[a] - losses[b]) > 1e-5 * abs(losses[a]), (a, b, losses)  # fp32 noise ~1e-7
+            assert (weights[a] - weights[b]).abs().max() > 0.05, (a, b)
+
+
+def test_divergence_temperature_sharpens_kl_and_jsd_weights() -> None:
+    f, s = _encoder_latents(False)
+    s = s.unsqueeze(1).expand_as(f)
+    for kind in ("kl", "jsd"):
+        spreads = [self_weights(f, s, kind, 0.5, t_d).std().item() for t_d in (2.0, 1.0, 0.5)]
+        assert spreads[0] < spreads[1] < spreads[2], (kind, spreads)
+
+
+def test_dot_differs_from_cosine_by_the_token_norms() -> None:
+    """dot = cosine x |f||s| / sqrt(C): scaling one sMRI token changes dot weights, not cosine weights."""
+    torch.manual_seed(4)
+    f, s = torch.randn(1, 1, 6, 8), torch.randn(1, 1, 6, 8)
+    louder = s.clone()
+    louder[..., 2, :] *= 3
+    torch.testing.assert_close(self_weights(f, s, "cosine", 0.5), self_weights(f, louder, "cosine", 0.5))
+    assert not torch.allclose(self_weights(f, s, "dot", 0.5), self_weights(f, louder, "dot", 0.5))
+    torch.testing.assert_close(pairwise_discrepancy(f, s, "dot"),
+                               pairwise_discrepancy(f, s, "cosine") * f.norm(dim=-1).unsqueeze(-1)
+                               * s.norm(dim=-1).unsqueeze(-2) / math.sqrt(8))

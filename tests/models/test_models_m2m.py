@@ -130,3 +130,48 @@ def test_default_modalities_without_tabular_columns_and_short_clips() -> None:
     x = _inputs(frames=3)  # fewer frames than built for: time embeddings and latents are sliced
     out = model(fmri=x["fmri"], smri=x["smri"])
     assert out.temporal_attention.shape == (2, 3)
+
+
+#: Two Swin blocks per stage: the second of each stage is the shifted-window block (with its mask).
+SHIFTED = {"depths": (2, 2), "num_heads": (1, 2), "patch_size": 2}  # token grids 8^3 and 4^3: windows 2^3 shift in both
+TABLE_II = [
+    {}, {"temporal_fusion": False}, {"spatial_fusion": False}, {"refinement": False}, {"alignment": False},
+    *({"weighting": w} for w in ("none", "dot", "cosine", "kl", "jsd", "mmd")),
+    {"modalities": ("fmri",)}, {"modalities": ("smri",)}, {"modalities": ("fmri", "smri", "tabular")},
+]
+
+
+def _shift_masks_used(model: torch.nn.Module) -> list[bool]:
+    """Forward pre-hooks on every window attention: was a shift mask passed on this call?"""
+    used: list[bool] = []
+    for block in (m for m in model.modules() if type(m).__name__ == "SwinBlock4D" and m.shifted):
+        block.attn.register_forward_pre_hook(lambda _m, args: used.append(args[1] is not None))
+    return used
+
+
+@pytest.mark.parametrize("switch", TABLE_II, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "all-on")
+def test_table_ii_switch_runs_one_training_step(switch: dict) -> None:
+    """Each ablation trains: one AdamW step on the trainer's loss moves the weights and lowers that batch's loss."""
+    from m2m_bids.config import Train
+    from m2m_bids.training.loop import training_loss
+
+    torch.manual_seed(0)
+    model = create_model("m2m", **{**BASE, "modalities": ("fmri", "smri"), **SHIFTED, **switch})
+    used = _shift_masks_used(model)
+    x = {m: v for m, v in _inputs().items() if m in model.config.modalities}
+    labels = torch.tensor([0, 2])
+    cfg = Train(align_weight=0.1)  # explicit: the test must not depend on the default schedule
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    terms = training_loss(model(**x), labels, cfg, None)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.zero_grad()
+    terms["loss"].backward()
+    opt.step()
+    assert torch.isfinite(terms["loss"])
+    assert (terms["align"] > 0) == ({"fmri", "smri"} <= set(model.config.modalities)
+                                    and model.config.alignment)
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert len(moved) == len(before), sorted(set(before) - set(moved))
+    assert used and all(used)  # every shifted block ran with its mask
+    after = training_loss(model(**x), labels, cfg, None)["loss"]
+    assert after < terms["loss"]
