@@ -45,6 +45,7 @@ class SplitOutput:
     model_info: dict[str, Any]
     modalities: tuple[str, ...]
     test_logits: dict[str, np.ndarray] = field(default_factory=dict)
+    selection: str = "val_auc"  # the epoch-selection rule that chose best_epoch
 
 
 class SplitRunner:
@@ -147,6 +148,7 @@ class SplitRunner:
             result = _read_result(done)
             best_state = ckpt.load_weights(split_dir / "best.safetensors")
             best_epoch, history = int(result["best_epoch"]), list(result["history"])
+            selection = str(result.get("selection", "val_auc"))
         else:
             train_labels = np.array([r.label for r in train_set.records])
             n_classes = len(self.labels.classes)
@@ -159,16 +161,19 @@ class SplitRunner:
                                 if tc.class_balance == "sampler" else None))
             fitted = fit(plan, tc, self.dist, hook)
             best_state, best_epoch, history = fitted.best_state, fitted.best_epoch, fitted.history
+            selection = fitted.selection
         model.load_state_dict(best_state)
         model.to(self.dist.device)
         test_logits = predict(model, test_set, tc, self.dist) if len(test_set) else {}
         if self.dist.is_main:
             ckpt.save_weights(split_dir / "best.safetensors", best_state)
-            write_json_atomic(done, {"split": split.to_dict(), "best_epoch": best_epoch, "history": history,
+            write_json_atomic(done, {"split": split.to_dict(), "best_epoch": best_epoch, "selection": selection,
+                                     "history": history,
                                      "test_logits": {p: z.tolist() for p, z in test_logits.items()}})
         barrier(self.dist)
         test_logits = broadcast_object(test_logits, self.dist)
-        return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits)
+        return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits,
+                           selection)
 
 
 def _read_result(path: Path) -> dict[str, Any]:
