@@ -195,7 +195,10 @@ class Train(_Section):
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     batch_size: int = Field(default=8, ge=1)
+    # M2M alignment weight (lambda) and its ramp: the weight rises linearly from 0 over this fraction of
+    # the epochs, so the classifier starts learning before the alignment term can dominate it
     align_weight: float = Field(default=1.0, ge=0)
+    align_ramp: float = Field(default=0.0, ge=0, le=1)
     grad_clip: float | None = 1.0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     class_balance: Literal["none", "weighted_loss", "sampler"] = "weighted_loss"
@@ -206,6 +209,11 @@ class Train(_Section):
     compile: bool = False
     samples_per_run: int = Field(default=1, ge=1)  # random fMRI windows drawn per run per epoch
     max_eval_windows: int | None = Field(default=None, ge=1)  # windows scored per run at evaluation; None: all
+    # Which epoch's weights a split keeps: best validation ROC-AUC (ties: lower validation loss), lowest
+    # validation loss, the last epoch, or 'auto' = val_auc when every class has min_val_per_class
+    # validation participants and the last epoch otherwise (an AUC over a few people is noise)
+    epoch_selection: Literal["auto", "val_auc", "val_loss", "last"] = "auto"
+    min_val_per_class: int = Field(default=5, ge=1)
 
     @field_validator("label_rule")
     @classmethod

@@ -289,6 +289,38 @@ def test_deterministic_under_seed(tmp_path):
     assert not np.array_equal(_arrays(a)[0], _arrays(c)[0])
 
 
+def _fluctuation_ratio(root: Path, truth: dict, sub: str) -> float:
+    """Temporal SD / mean in posterior cingulate + precuneus over the same in the rest of the cortex
+    (MNI-space derivative BOLD: no motion, one time per volume)."""
+    from m2m_bids.atlases import load_atlas
+
+    img = nib.load(root / _sessions(truth, sub)["derivatives"]["func_preproc"])
+    data = img.get_fdata()
+    atlas = load_atlas("aal", target=nib.Nifti1Image(np.zeros(img.shape[:3]), img.affine))
+    target = atlas.mask(["Cingulate_Post_L", "Cingulate_Post_R", "Precuneus_L", "Precuneus_R"])
+    rest = atlas.mask([n for n in atlas.labels["name"] if n.startswith(("Frontal", "Temporal", "Occipital"))])
+
+    def relative_sd(mask: np.ndarray) -> float:
+        series = data[mask & (data.mean(-1) > 100)]
+        return float(np.mean(series.std(-1) / series.mean(-1)))
+
+    return relative_sd(target) / relative_sd(rest)
+
+
+def test_fluctuation_loss_is_in_the_images(tiny):
+    """AD's planted loss of BOLD fluctuation amplitude in posterior cingulate and precuneus is recorded
+    and visible as a lower relative temporal SD there (CN has none)."""
+    root, _ = tiny
+    truth = _truth(root)
+    loss = truth["effects"]["fluctuation_loss"]
+    assert loss["CN"]["Precuneus_L"] == 0 < loss["MCI"]["Precuneus_L"] < loss["AD"]["Precuneus_L"] == 0.5
+    by_dx: dict[str, list[float]] = {}
+    for sub, rec in truth["participants"].items():
+        assert _sessions(truth, sub)["bold"]["fluctuation_loss"].keys() == loss["AD"].keys()
+        by_dx.setdefault(rec["diagnosis"], []).append(_fluctuation_ratio(root, truth, sub))
+    assert max(by_dx["AD"]) < 0.85 * min(by_dx["CN"]), by_dx
+
+
 def test_effect_size_zero_plants_nothing(tmp_path):
     spec = SynthSpec.preset("tiny", n_participants=3, effect_size=0.0, **FAST)
     truth = _truth(generate_dataset(tmp_path / "bids", spec))
@@ -296,6 +328,7 @@ def test_effect_size_zero_plants_nothing(tmp_path):
     assert eff["planted"] is False
     assert all(v == 0 for dx in eff["atrophy"].values() for v in dx.values())
     assert all(c["delta_r"] == 0 for changes in eff["coupling"]["changes"].values() for c in changes)
+    assert all(v == 0 for dx in eff["fluctuation_loss"].values() for v in dx.values())
     for col, by_dx in eff["tabular"].items():
         assert by_dx["AD"] == by_dx["CN"] == by_dx["MCI"], col
     for rec in truth["participants"].values():

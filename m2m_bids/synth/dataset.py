@@ -21,11 +21,12 @@ from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import write_json_atomic, write_text_atomic
 from m2m_bids.synth import bidsio
 from m2m_bids.synth.anat import HeadPose, mni_t1w, random_head_pose, simulate_t1w
-from m2m_bids.synth.func import BoldRun, coupling_matrix, mni_bold, simulate_bold
+from m2m_bids.synth.func import BoldRun, amplitude_vector, coupling_matrix, mni_bold, simulate_bold
 from m2m_bids.synth.geometry import SmoothWarp, apply, rigid_matrix, voxel_coords
 from m2m_bids.synth.pet import FRAME_START_S, GM_ACTIVITY_BQ_ML, PET_FWHM_MM, pet_sidecar, simulate_pet
 from m2m_bids.synth.sources import TEMPLATE_SPACE, Sources, build_sources, sample_mni
-from m2m_bids.synth.spec import (ATROPHY_AD, CLASS_SCALE, COUPLING_AD, FDG_UPTAKE, HYPOMETABOLISM_AD,
+from m2m_bids.synth.spec import (ATROPHY_AD, CLASS_SCALE, COUPLING_AD, FDG_UPTAKE, FLUCTUATION_LOSS_AD,
+                                 HYPOMETABOLISM_AD,
                                  NETWORKS, SHRINK_PER_SEVERITY, TAU_ABETA_CUTOFF, WITHIN_NETWORK_R,
                                  BETWEEN_REGION_R, SynthSpec)
 from m2m_bids.synth.tabular import (assign_diagnoses, class_counts, participants_table,
@@ -121,6 +122,13 @@ def hypometabolism_severity(diagnosis: str, effect_size: float, jitter: float,
     return {region: round(float(min(loss * scale, 0.8)), 5) for region, loss in HYPOMETABOLISM_AD.items()}
 
 
+def fluctuation_loss(diagnosis: str, effect_size: float, jitter: float,
+                     progression: float = 1.0) -> dict[str, float]:
+    """Per-region loss of BOLD fluctuation amplitude for one scan, scaled like :func:`atrophy_severity`."""
+    scale = CLASS_SCALE[diagnosis] * effect_size * jitter * progression
+    return {region: round(float(min(loss * scale, 0.8)), 5) for region, loss in FLUCTUATION_LOSS_AD.items()}
+
+
 def _simulate_participant(ctx: _Context, ids: tuple[str, str], index: int,
                           coupling: tuple[np.ndarray, list[dict]]) -> dict[str, Any]:
     """Simulate and write every session of one participant; return its ground-truth record."""
@@ -140,17 +148,18 @@ def _simulate_participant(ctx: _Context, ids: tuple[str, str], index: int,
         progression = 1.0 + 0.1 * s_index
         severity = atrophy_severity(dx, spec.effect_size, jitter, progression)
         hypometabolism = hypometabolism_severity(dx, spec.effect_size, jitter, progression)
+        fluctuation = fluctuation_loss(dx, spec.effect_size, jitter, progression)
         record["sessions"][f"ses-{ses}" if ses else "none"] = _simulate_session(
-            ctx, rng, (label, ses), (scale, warp), (severity, hypometabolism), coupling)
+            ctx, rng, (label, ses), (scale, warp), (severity, hypometabolism), (coupling, fluctuation))
     return record
 
 
 def _simulate_session(ctx: _Context, rng: np.random.Generator, ids: tuple[str, str | None],
                       body: tuple[float, SmoothWarp | None], effects: tuple[dict[str, float], dict[str, float]],
-                      coupling: tuple[np.ndarray, list[dict]]) -> dict[str, Any]:
+                      functional: tuple[tuple[np.ndarray, list[dict]], dict[str, float]]) -> dict[str, Any]:
     """One T1w + one BOLD run (and optional derivatives and FDG PET) for a participant/session."""
     root, spec, src = ctx.root, ctx.spec, ctx.src
-    corr, changes = coupling
+    (corr, changes), fluctuation = functional
     scale, warp = body
     severity, hypometabolism = effects
     folder, prefix = bidsio.entities_prefix(*ids)
@@ -162,7 +171,7 @@ def _simulate_session(ctx: _Context, rng: np.random.Generator, ids: tuple[str, s
     between = rigid_matrix(np.concatenate([rng.uniform(-2, 2, 3), np.deg2rad(rng.uniform(-2, 2, 3))]),
                            pose.brain_centre_scanner)
     bold_pose = HeadPose(matrix=pose.matrix @ between, scale=scale)
-    run = simulate_bold(src, spec, rng, bold_pose, corr, warp)
+    run = simulate_bold(src, spec, rng, bold_pose, corr, warp, amplitude_vector(src.region_names, fluctuation))
     bold_rel = folder / "func" / f"{prefix}_task-{spec.task}_bold.nii.gz"
     bidsio.write_nifti(root / bold_rel, run.data, run.affine, tr=spec.repetition_time,
                        slice_duration=spec.repetition_time / spec.bold_shape[2])
@@ -175,7 +184,7 @@ def _simulate_session(ctx: _Context, rng: np.random.Generator, ids: tuple[str, s
                  "scanner_to_mni": _r(bold_pose.matrix), "repetition_time": spec.repetition_time,
                  "slice_timing": run.slice_timing, "motion_centre_scanner": _r(run.motion_centre),
                  "motion_params": _r(run.motion_params),
-                 "coupling_realised": _realised_coupling(src, run, changes)},
+                 "coupling_realised": _realised_coupling(src, run, changes), "fluctuation_loss": fluctuation},
     }
     if spec.fmriprep_derivatives:
         record["derivatives"] = _write_derivatives(ctx, rng, ids, severity, run)
@@ -291,6 +300,7 @@ def _ground_truth(spec: SynthSpec, src: Sources, table: pd.DataFrame, per_partic
                          "within_network_r": WITHIN_NETWORK_R, "between_region_r": BETWEEN_REGION_R,
                          "changes": {dx: changes for dx, (_, changes) in coupling.items()},
                          "reference_changes_at_effect_1": [list(c) for c in COUPLING_AD]},
+            "fluctuation_loss": {dx: fluctuation_loss(dx, spec.effect_size, 1.0) for dx in spec.classes},
             **({"hypometabolism": {dx: hypometabolism_severity(dx, spec.effect_size, 1.0) for dx in spec.classes},
                 "fdg": {"uptake": FDG_UPTAKE, "grey_matter_bq_ml": GM_ACTIVITY_BQ_ML, "fwhm_mm": PET_FWHM_MM,
                         "frame_start_s": FRAME_START_S}} if spec.pet else {}),

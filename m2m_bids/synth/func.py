@@ -2,7 +2,8 @@
 
 Each atlas region carries one haemodynamic time series; regions of a resting-state network share
 a planted correlation, and the AD (and milder MCI) correlation changes from
-:data:`~m2m_bids.synth.spec.COUPLING_AD` are applied to the target matrix. Every voxel is
+:data:`~m2m_bids.synth.spec.COUPLING_AD` are applied to the target matrix; the fluctuation of the
+regions in :data:`~m2m_bids.synth.spec.FLUCTUATION_LOSS_AD` is scaled down. Every voxel is
 sampled at its own slice's acquisition time and through that volume's rigid head motion, so
 slice-timing and motion correction have real work to do.
 """
@@ -37,6 +38,7 @@ class BoldRun:
     motion_centre: np.ndarray  # scanner mm
     region_series: np.ndarray  # (T, R) latent regional signal at volume onsets (unit variance)
     fine_series: np.ndarray  # (n_fine, R) the same signals every FINE_DT seconds
+    amplitude: np.ndarray  # (R,) scale of each regional signal in the image (1 - fluctuation loss)
 
 
 def slice_times(n_slices: int, tr: float, order: str) -> list[float]:
@@ -134,9 +136,19 @@ def _at_times(fine: np.ndarray, times: np.ndarray) -> np.ndarray:
     return fine[lo] * (1 - w) + fine[lo + 1] * w
 
 
+def amplitude_vector(region_names: tuple[str, ...], loss: dict[str, float]) -> np.ndarray:
+    """Per-region signal scale (R,): ``1 - loss`` for the regions in ``loss``, 1 elsewhere."""
+    return np.array([1.0 - loss.get(name, 0.0) for name in region_names], dtype=np.float32)
+
+
 def simulate_bold(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose: HeadPose,
-                  corr: np.ndarray, warp: SmoothWarp | None = None) -> BoldRun:
-    """One BOLD run on an oblique EPI grid; returns data and the true acquisition parameters."""
+                  corr: np.ndarray, warp: SmoothWarp | None = None,
+                  amplitude: np.ndarray | None = None) -> BoldRun:
+    """One BOLD run on an oblique EPI grid; returns data and the true acquisition parameters.
+
+    ``amplitude`` (R,) scales each region's fluctuation (see :func:`amplitude_vector`); None = 1.
+    """
+    amplitude = np.ones(corr.shape[0], np.float32) if amplitude is None else np.asarray(amplitude, np.float32)
     shape = tuple(spec.bold_shape)
     tr, n_vols = spec.repetition_time, spec.n_volumes
     affine = acquisition_affine(shape, tuple(spec.bold_zooms), spec.bold_axcodes, pose,
@@ -144,7 +156,7 @@ def simulate_bold(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose:
     timing = slice_times(shape[2], tr, spec.slice_order)
     fine = region_signals(corr, n_vols * tr + tr, rng)
     onsets = np.arange(n_vols)[:, None] * tr + np.asarray(timing)[None, :]  # (T, Z)
-    regional = _at_times(fine, onsets)  # (T, Z, R)
+    regional = _at_times(fine, onsets) * amplitude  # (T, Z, R)
     regional = np.concatenate([np.zeros(regional.shape[:2] + (1,), np.float32), regional], axis=2)
     params = random_motion(n_vols, spec, rng)
     centre = pose.brain_centre_scanner
@@ -168,7 +180,7 @@ def simulate_bold(src: Sources, spec: SynthSpec, rng: np.random.Generator, pose:
             out[..., k] = _magnitude(value.reshape(shape) * drift[k], spec.bold_noise, rng)
     return BoldRun(data=out, affine=affine, slice_timing=timing, motion_params=params,
                    motion_centre=centre, region_series=_at_times(fine, np.arange(n_vols) * tr),
-                   fine_series=fine)
+                   fine_series=fine, amplitude=amplitude)
 
 
 def mni_bold(src: Sources, spec: SynthSpec, grid_affine: np.ndarray, shape: tuple[int, int, int],
@@ -176,7 +188,7 @@ def mni_bold(src: Sources, spec: SynthSpec, grid_affine: np.ndarray, shape: tupl
     """The same run as a perfect preprocessing would give it: MNI grid, no motion, one time/volume."""
     ref_time = float(np.median(run.slice_timing))
     times = np.arange(spec.n_volumes) * spec.repetition_time + ref_time
-    regional = _at_times(run.fine_series, times)
+    regional = _at_times(run.fine_series, times) * run.amplitude
     regional = np.concatenate([np.zeros((len(times), 1), np.float32), regional], axis=1)
     mni = apply(grid_affine, voxel_coords(shape))
     base = sample_mni(src.blurred("epi", _blur_sigma((spec.deriv_bold_res,), spec.template_res)), src, mni)

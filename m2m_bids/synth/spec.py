@@ -33,6 +33,14 @@ HYPOMETABOLISM_AD: dict[str, float] = {
     "Precuneus_L": 0.30, "Precuneus_R": 0.30,
     "Temporal_Inf_L": 0.20, "Temporal_Inf_R": 0.20,
 }
+#: AD loss of resting-state fluctuation amplitude per region at effect size 1 (fractional reduction of
+#: the regional BOLD signal; ALFF is lower in posterior cingulate and precuneus in AD, e.g. Wang et al.
+#: 2011, Hum Brain Mapp 32:1720). Unlike a coupling change, a 4-frame window shows it: after the
+#: per-voxel z-score the region's voxels share a smooth signal in CN and are mostly noise in AD.
+FLUCTUATION_LOSS_AD: dict[str, float] = {
+    "Cingulate_Post_L": 0.5, "Cingulate_Post_R": 0.5,
+    "Precuneus_L": 0.5, "Precuneus_R": 0.5,
+}
 #: Relative FDG uptake per tissue class: grey matter metabolises about 3x white matter, CSF nothing.
 FDG_UPTAKE: dict[str, float] = {"GM": 1.0, "WM": 0.35, "CSF": 0.05}
 

@@ -67,15 +67,30 @@ def _xy(kind: str, y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
     return recall, precision
 
 
-def training_curves(histories: dict[str, list[dict[str, float]]], out_dir: Path) -> Path:
-    """``training-curves.svg``: training loss and validation AUC per epoch, one line per split."""
-    fig = Figure(figsize=(10, 4))
-    loss_ax, auc_ax = fig.subplots(1, 2)
+def training_curves(histories: dict[str, list[dict[str, float]]], kept: dict[str, int],
+                    rules: dict[str, str], out_dir: Path) -> Path:
+    """``training-curves.svg``, one line per split: training cross-entropy and weighted alignment term,
+    validation cross-entropy with the kept epoch marked, and validation ROC-AUC only for splits whose
+    epoch was chosen by it (with a few validation participants the AUC jumps between 0, 0.5 and 1 and
+    says nothing; see ``loop.selection_rule``)."""
+    by_auc = [name for name, rule in rules.items() if rule == "val_auc"]
+    fig = Figure(figsize=(15 if by_auc else 10, 4))
+    axes = fig.subplots(1, 3 if by_auc else 2)
+    loss_ax, val_ax = axes[0], axes[1]
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
-        loss_ax.plot(epochs, [h["loss"] for h in history], label=name)
-        auc_ax.plot(epochs, [h["val_auc"] for h in history], label=name)
-    loss_ax.set(xlabel="epoch", ylabel="training loss (CE + align)", title="Training loss")
-    auc_ax.set(xlabel="epoch", ylabel="validation ROC-AUC", title="Validation ROC-AUC", ylim=(0, 1.02))
-    auc_ax.legend(fontsize=7)
+        line, = loss_ax.plot(epochs, [h["ce"] for h in history], label=f"{name} CE")
+        weighted = [h.get("align_weight", 0.0) * h["align"] for h in history]
+        if any(weighted):
+            loss_ax.plot(epochs, weighted, ls="--", color=line.get_color(), label=f"{name} lambda x align")
+        val_ax.plot(epochs, [h["val_loss"] for h in history], color=line.get_color(), label=f"{name} ({rules[name]})")
+        if kept.get(name, 0) >= 1 and kept[name] <= len(history):
+            val_ax.scatter([kept[name]], [history[kept[name] - 1]["val_loss"]], color=line.get_color(), zorder=3)
+        if name in by_auc:
+            axes[2].plot(epochs, [h["val_auc"] for h in history], color=line.get_color(), label=name)
+    loss_ax.set(xlabel="epoch", ylabel="training loss terms", title="Training: cross-entropy, weighted alignment")
+    val_ax.set(xlabel="epoch", ylabel="validation cross-entropy", title="Validation loss (dot: kept epoch)")
+    val_ax.legend(fontsize=7)
+    if by_auc:
+        axes[2].set(xlabel="epoch", ylabel="validation ROC-AUC", title="Validation ROC-AUC", ylim=(0, 1.02))
     return _save(fig, out_dir / "training-curves.svg")

@@ -2,8 +2,10 @@
 
 Read top to bottom: :func:`fit` builds the model, optimiser and loaders, resumes from the last
 checkpoint if asked, then for every epoch runs :func:`train_one_epoch`, scores the validation
-participants with :func:`predict`, keeps the best weights (validation ROC-AUC, ties broken by the
-lower validation loss) and checkpoints. Works the same in one process and under DDP.
+participants with :func:`predict`, keeps the weights of the epoch that :func:`selection_rule` picks
+(best validation ROC-AUC, lowest validation loss, or the last epoch when the validation split is too
+small for either to mean anything) and checkpoints. The alignment weight follows
+:func:`align_weight_at` (a linear ramp from 0). Works the same in one process and under DDP.
 """
 
 from __future__ import annotations
@@ -121,9 +123,25 @@ def needs_unused_search(model: nn.Module, dataset: WindowDataset, cfg: Train, di
     return bool(unused)
 
 
+def align_weight_at(epoch: int, cfg: Train) -> float:
+    """Alignment weight of 0-based ``epoch``: 0 at the start, rising linearly to ``align_weight`` over
+    ``align_ramp`` x ``epochs`` epochs, then constant.
+
+    Why: at full weight from the first step the alignment gradient on the encoders is larger than the
+    cross-entropy gradient, and the classifier stays at chance until the alignment term saturates.
+    """
+    ramp_epochs = cfg.align_ramp * cfg.epochs
+    if ramp_epochs <= 0:
+        return cfg.align_weight
+    return cfg.align_weight * min(1.0, epoch / ramp_epochs)
+
+
 def training_loss(out: Any, labels: torch.Tensor, cfg: Train,
                   loss_weights: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Cross-entropy + ``align_weight`` x alignment + the model's own terms (see ``ModelOutput``)."""
+    """Cross-entropy + ``align_weight`` x alignment + the model's own terms (see ``ModelOutput``).
+
+    ``cfg.align_weight`` is the weight of the current epoch (:func:`fit` passes :func:`align_weight_at`).
+    """
     zero = torch.zeros((), device=labels.device)
     ce = F.cross_entropy(out.logits.float(), labels, weight=loss_weights)
     align = out.align_loss.float() if out.align_loss is not None else zero
@@ -155,6 +173,7 @@ class FitResult:
     best_state: dict[str, torch.Tensor]
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
+    selection: str = "val_auc"  # the rule that chose best_epoch (selection_rule)
 
 
 def make_loader(dataset: WindowDataset, sampler: Sampler, batch_size: int, cfg: Train, dist: Dist, *,
@@ -270,9 +289,26 @@ def score(logits: dict[str, np.ndarray], y: dict[str, int]) -> dict[str, float]:
     return {"val_loss": loss, "val_auc": classification_metrics(target, prob)["roc_auc"]}
 
 
-def _better(new: dict[str, float], best: dict[str, float] | None) -> bool:
-    if best is None:
+def selection_rule(cfg: Train, val_labels: list[int], n_classes: int) -> str:
+    """The epoch-selection rule for a validation split with these labels (``auto`` resolved).
+
+    ``auto`` is ``val_auc`` only when every class has at least ``min_val_per_class`` validation
+    participants: with one or two per class the ROC-AUC can only take a few values (0, 0.5, 1) and
+    picks an epoch by chance. Otherwise the last epoch is kept, which the cosine schedule has brought
+    to a learning rate near zero.
+    """
+    if cfg.epoch_selection != "auto":
+        return cfg.epoch_selection
+    counts = np.bincount(np.asarray(val_labels, dtype=int), minlength=n_classes)
+    return "val_auc" if counts.min() >= cfg.min_val_per_class else "last"
+
+
+def _better(new: dict[str, float], best: dict[str, float] | None, rule: str) -> bool:
+    """Whether the epoch scored ``new`` replaces the kept one under ``rule`` (see :func:`selection_rule`)."""
+    if best is None or rule == "last":
         return True
+    if rule == "val_loss":
+        return new["val_loss"] < best["val_loss"]
     auc_new = -math.inf if math.isnan(new["val_auc"]) else new["val_auc"]
     auc_best = -math.inf if math.isnan(best["val_auc"]) else best["val_auc"]
     return (auc_new, -new["val_loss"]) > (auc_best, -best["val_loss"])
@@ -310,17 +346,20 @@ def fit(plan: FitPlan, cfg: Train, dist: Dist, on_epoch_end: EpochHook | None = 
     loss_w = None if plan.class_weights is None else torch.as_tensor(plan.class_weights, dtype=torch.float32,
                                                                      device=dist.device)
     y_val = {r.participant: r.label for r in plan.val_set.records}
+    rule = selection_rule(cfg, list(y_val.values()), plan.n_classes)
+    log.info("%s: epoch selection %s (%d validation participants)", plan.name, rule, len(y_val))
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         if hasattr(raw, "on_epoch_start"):  # e.g. MASAN's autoencoder pre-training epochs
             raw.on_epoch_start(epoch)
         started = time.perf_counter()
+        epoch_cfg = cfg.model_copy(update={"align_weight": align_weight_at(epoch, cfg)})
         stats, _ = train_one_epoch(model, loader, opt, scaler, step=epoch * steps_per_epoch, total_steps=total,
-                                   cfg=cfg, dist=dist, loss_weights=loss_w, steps_per_epoch=steps_per_epoch)
+                                   cfg=epoch_cfg, dist=dist, loss_weights=loss_w, steps_per_epoch=steps_per_epoch)
         stats.update(score(predict(model, plan.val_set, cfg, dist, val_loader), y_val))
-        stats.update(epoch=epoch + 1, seconds=time.perf_counter() - started)
+        stats.update(epoch=epoch + 1, seconds=time.perf_counter() - started, align_weight=epoch_cfg.align_weight)
         history.append(stats)
-        if _better(stats, best):
+        if _better(stats, best, rule):
             best, best_epoch = {k: stats[k] for k in ("val_auc", "val_loss")}, epoch + 1
             best_state = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
             if dist.is_main and plan.checkpoint_dir is not None:
@@ -334,4 +373,4 @@ def fit(plan: FitPlan, cfg: Train, dist: Dist, on_epoch_end: EpochHook | None = 
             on_epoch_end(plan.name, stats)
     if best_state is None:
         raise RuntimeError(f"{plan.name}: no epoch was run (epochs={cfg.epochs}, resumed at {start_epoch})")
-    return FitResult(best_state=best_state, best_epoch=best_epoch, history=history)
+    return FitResult(best_state=best_state, best_epoch=best_epoch, history=history, selection=rule)

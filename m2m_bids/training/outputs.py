@@ -69,10 +69,12 @@ def write_group_outputs(group_dir: Path, result: GroupResult, outputs: list[Spli
         "n_participants": {"labelled": int(len(labels.y)), "excluded": len(labels.excluded),
                            "per_class": labels.counts()},
         "excluded": result.excluded,
-        "best_epoch": {o.split.name: o.best_epoch for o in outputs}}))
+        "best_epoch": {o.split.name: o.best_epoch for o in outputs},
+        "epoch_selection": {o.split.name: o.selection for o in outputs}}))
     figures = group_dir / "figures"
     roc_pr_figures(result.oof, result.classes, figures)
-    training_curves({o.split.name: o.history for o in outputs}, figures)
+    training_curves({o.split.name: o.history for o in outputs}, {o.split.name: o.best_epoch for o in outputs},
+                    {o.split.name: o.selection for o in outputs}, figures)
 
 
 def package_versions() -> dict[str, str]:
@@ -125,7 +127,7 @@ def write_bundle(bundle: Path, final: SplitOutput, result: GroupResult, labels: 
         "seeds": {"random_seed": cfg.execution.random_seed,
                   "splits": {s.name: cfg.execution.random_seed + 1000 * (k + 1)
                              for k, s in enumerate([*result.splits, final.split])}},
-        "final_model": {"best_epoch": final.best_epoch,
+        "final_model": {"best_epoch": final.best_epoch, "epoch_selection": final.selection,
                         "val_auc": final.history[final.best_epoch - 1]["val_auc"] if final.history else None},
         "metrics": {"summary": result.summary, "per_fold": result.per_fold},
         "versions": package_versions(),

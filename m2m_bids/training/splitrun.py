@@ -45,6 +45,7 @@ class SplitOutput:
     model_info: dict[str, Any]
     modalities: tuple[str, ...]
     test_logits: dict[str, np.ndarray] = field(default_factory=dict)
+    selection: str = "val_auc"  # the epoch-selection rule that chose best_epoch
 
 
 class SplitRunner:
@@ -145,7 +146,7 @@ class SplitRunner:
         finished = _read_finished(split_dir) if tc.resume and done.is_file() else None
         if finished is not None:
             log.info("%s already trained (%s): reusing it", split.name, done)
-            best_state, best_epoch, history = finished
+            best_state, best_epoch, history, selection = finished
         else:
             train_labels = np.array([r.label for r in train_set.records])
             n_classes = len(self.labels.classes)
@@ -158,29 +159,33 @@ class SplitRunner:
                                 if tc.class_balance == "sampler" else None))
             fitted = fit(plan, tc, self.dist, hook)
             best_state, best_epoch, history = fitted.best_state, fitted.best_epoch, fitted.history
+            selection = fitted.selection
         model.load_state_dict(best_state)
         model.to(self.dist.device)
         test_logits = predict(model, test_set, tc, self.dist) if len(test_set) else {}
         if self.dist.is_main:
             ckpt.save_weights(split_dir / "best.safetensors", best_state)
-            write_json_atomic(done, {"split": split.to_dict(), "best_epoch": best_epoch, "history": history,
+            write_json_atomic(done, {"split": split.to_dict(), "best_epoch": best_epoch, "selection": selection,
+                                     "history": history,
                                      "test_logits": {p: z.tolist() for p, z in test_logits.items()}})
         barrier(self.dist)
         test_logits = broadcast_object(test_logits, self.dist)
-        return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits)
+        return SplitOutput(split, best_state, best_epoch, history, encoder, info, self.modalities, test_logits,
+                           selection)
 
 
-def _read_finished(split_dir: Path) -> tuple[dict[str, Any], int, list[dict[str, Any]]] | None:
-    """``(best weights, best epoch, history)`` of a finished split, or ``None`` (with a warning naming
+def _read_finished(split_dir: Path) -> tuple[dict[str, Any], int, list[dict[str, Any]], str] | None:
+    """``(best weights, best epoch, history, epoch-selection rule)`` of a finished split, or ``None`` (with a warning naming
     the file) when its files are missing or corrupt: the split is then trained again."""
     import json
 
     try:
         result = json.loads((split_dir / "result.json").read_text(encoding="utf-8"))
         best_epoch, history = int(result["best_epoch"]), list(result["history"])
+        selection = str(result.get("selection", "val_auc"))
         best_state = ckpt.load_weights(split_dir / "best.safetensors")
     except Exception as err:  # noqa: BLE001 - any unreadable result means "train this split again"
         log.warning("the finished split in %s cannot be read back (%s: %s); training it again", split_dir,
                     type(err).__name__, str(err).strip().splitlines()[0][:200] if str(err).strip() else "")
         return None
-    return best_state, best_epoch, history
+    return best_state, best_epoch, history, selection

@@ -32,6 +32,10 @@ def test_planted_signal_is_learned_and_outputs_are_complete(cache, make_config, 
     for name in ("roc.svg", "pr.svg", "training-curves.svg"):
         assert (out / "group" / "figures" / name).stat().st_size > 1000
     assert json.loads((out / "logs" / "status.json").read_text())["state"] == "done"
+    metrics = json.loads((out / "group" / "metrics.json").read_text())
+    # 2-3 validation participants per class: the epoch is not chosen by their AUC but is the last one
+    assert set(metrics["epoch_selection"].values()) == {"last"}
+    assert set(metrics["best_epoch"].values()) == {cfg.train.epochs}
 
     card = json.loads((out / "models" / "model-m2m" / "model-card.json").read_text())
     assert card["classes"] == ["CN", "AD"] and card["positive_class"] == "AD"
@@ -43,6 +47,7 @@ def test_planted_signal_is_learned_and_outputs_are_complete(cache, make_config, 
     tested = [p for f in folds for p in f["test"]]
     assert sorted(tested) == sorted(p for p in phenotype.index if p != "05")  # every labelled one tested once
     assert "05" in card["excluded"] and card["versions"]["torch"]
+    assert card["final_model"]["epoch_selection"] == "last" and card["train"]["epoch_selection"] == "auto"
     weights = load_file(str(out / "models" / "model-m2m" / "weights.safetensors"))
     model = create_model(**card["model"]["config"])
     model.load_state_dict(weights)  # the card rebuilds the exact architecture
