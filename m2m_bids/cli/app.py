@@ -142,7 +142,9 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, rich_help_panel=P_TRAIN, help="Participants per batch (default: 8).", metavar="N")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0, rich_help_panel=P_TRAIN, help="Peak learning rate (default: 1e-3).", metavar="LR")] = None,
     align_weight: Annotated[Optional[float], typer.Option(
-        "--align-weight", min=0, rich_help_panel=P_TRAIN, help="Weight of the M2M alignment loss (default: 1).", metavar="W")] = None,
+        "--align-weight", min=0, rich_help_panel=P_TRAIN, metavar="W",
+        help="Weight of the M2M alignment loss (default: 0.1, reached by a linear ramp over the first half "
+             "of the epochs; train.align_ramp).")] = None,
     window_frames: Annotated[Optional[int], typer.Option(
         "--window-frames", min=1, rich_help_panel=P_TRAIN, help="fMRI frames per sample (default: 20).", metavar="N")] = None,
     augment: Annotated[Optional[bool], typer.Option(
