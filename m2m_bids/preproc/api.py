@@ -28,7 +28,7 @@ from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
 from m2m_bids.preproc.cache_cleanup import remove_stale_temporaries
-from m2m_bids.preproc.diskspace import GuardedMultiProc, check_free_space, estimate_work_bytes
+from m2m_bids.preproc.diskspace import GuardedMultiProcPlugin, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
 from m2m_bids.preproc.parent_death import MAIN_PID_VARIABLE
@@ -166,7 +166,7 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     start = time.monotonic()
     log.info("preprocessing %d participant(s), %d run(s) with nipype %s (work dir %s)", len(todo),
              sum(len(p) for p in todo.values()), ex.nipype_plugin, work)
-    runner = GuardedMultiProc(work, plugin_args) if ex.nipype_plugin == "MultiProc" else None
+    runner = GuardedMultiProcPlugin(work, plugin_args) if ex.nipype_plugin == "MultiProc" else None
     try:
         wf.run(plugin=runner or ex.nipype_plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # some node failed; MultiProc finished the others first
