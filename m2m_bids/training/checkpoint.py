@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 
+#: What a resumed training loop reads from a checkpoint's state (the loop's own entries, epoch, RNG).
+RESUME_KEYS = frozenset({"optimizer", "scaler", "history", "best", "best_epoch", "epoch", "rng"})
+
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """Write a state dict as safetensors atomically (tensors copied to CPU, shared storage split)."""
@@ -108,11 +111,11 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu"
         return None
     try:
         info = json.loads(pointer.read_text(encoding="utf-8"))
-        weights_file, state_file = _checkpoint_file(directory, info["weights"]), _checkpoint_file(directory, info["state"])
-        weights = load_weights(weights_file, device)
+        state_file = _checkpoint_file(directory, info["state"])
+        weights = load_weights(_checkpoint_file(directory, info["weights"]), device)
         state = torch.load(state_file, map_location=device, weights_only=True)
-        if not isinstance(state, dict) or not {"optimizer", "scaler", "history", "epoch", "rng"} <= set(state):
-            raise ValueError(f"{state_file.name} lacks the training state")
+        if not isinstance(state, dict) or not RESUME_KEYS <= set(state):
+            raise ValueError(f"{state_file.name} lacks part of the training state ({sorted(RESUME_KEYS)})")
         if (directory / "best.safetensors").exists():
             load_weights(directory / "best.safetensors", "cpu")
     except pickle.UnpicklingError:
