@@ -16,7 +16,6 @@ leaves no half-written entry behind.
 
 from __future__ import annotations
 
-import errno
 import shutil
 import traceback
 from collections.abc import Iterable
@@ -26,11 +25,7 @@ import nibabel as nib
 import numpy as np
 from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
-from m2m_bids.exitcodes import AppError, ExitCode
-
-#: errno values that mean "the storage is full" (no space, quota exceeded).
-FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
+from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 
 def estimate_work_bytes(images: Iterable[Path]) -> int:
     """A lower bound of what preprocessing writes: one float32 copy of each input image (from headers)."""

@@ -8,14 +8,13 @@ so the caller can report "which file, what is wrong, what to do" instead of a tr
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
                                     traits)
 
-from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 
 ERROR_MARKER = "M2M-APPERROR:"
 
@@ -35,7 +34,7 @@ class _StepInterface(SimpleInterface):
             payload = {"message": err.message, "code": int(err.code), "path": err.path, "hint": err.hint}
             raise RuntimeError(f"{ERROR_MARKER}{json.dumps(payload)}") from err
         except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if err.errno not in FULL_ERRNOS:
                 raise
             payload = {"message": f"the disk is full: {err.strerror}", "code": int(ExitCode.IO_ERROR),
                        "path": err.filename or os.getcwd(),
