@@ -18,6 +18,7 @@ import json
 import logging
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,9 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu"
         info = json.loads(pointer.read_text(encoding="utf-8"))
         state_file = _checkpoint_file(directory, info["state"])
         weights = load_weights(_checkpoint_file(directory, info["weights"]), device)
-        state = torch.load(state_file, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickles would reach the console
+            warnings.simplefilter("ignore")
+            state = torch.load(state_file, map_location=device, weights_only=True)
         if not isinstance(state, dict) or not RESUME_KEYS <= set(state):
             raise ValueError(f"{state_file.name} lacks part of the training state ({sorted(RESUME_KEYS)})")
         if (directory / "best.safetensors").exists():
