@@ -164,11 +164,12 @@ class Preproc(_Section):
     max_image_gb: float = Field(default=4.0, gt=0)  # one input image as float32 in memory, checked from its header
     max_fd_mm: float = Field(default=50.0, gt=0)  # largest plausible framewise displacement of a BOLD run
     max_rotation_deg: float = Field(default=30.0, gt=0)  # largest plausible head rotation from the reference volume
+    flag_mean_fd_mm: float = Field(default=0.5, gt=0)  # a run above this mean FD is accepted with a warning
 
 
 #: Preproc fields that decide whether an input is accepted but never change a tensor: they are left
 #: out of the cache key and of the model card's preprocessing check.
-ACCEPTANCE_ONLY = frozenset({"max_image_gb", "max_fd_mm", "max_rotation_deg"})
+ACCEPTANCE_ONLY = frozenset({"max_image_gb", "max_fd_mm", "max_rotation_deg", "flag_mean_fd_mm"})
 
 
 class ModelCfg(_Section):

@@ -6,7 +6,11 @@ it into a process exit status, so library code never calls ``sys.exit``.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
+
+#: errno values meaning "the storage is full" (no space, quota exceeded): exit 74 wherever they occur.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class ExitCode(IntEnum):

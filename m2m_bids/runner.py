@@ -22,8 +22,7 @@ from pathlib import Path
 from m2m_bids import __version__
 from m2m_bids.bids.inputs import ParticipantInputs
 from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
-from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.preproc.diskspace import FULL_ERRNOS
+from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 from m2m_bids.runtime import configure_caches, configure_threads, is_main_process, setup_logging
 
 log = logging.getLogger("m2m_bids")
@@ -105,11 +104,12 @@ def run(cfg: RunConfig) -> ExitCode:
         log.error(err.render())
         code = err.code
     except OSError as err:
-        if err.errno not in FULL_ERRNOS:
-            raise
-        log.error(AppError(f"the disk is full: {err.strerror}", ExitCode.IO_ERROR, path=err.filename,
-                           hint="free some space or choose another OUTPUT_DIR / --work-dir, then re-run").render())
-        code = ExitCode.IO_ERROR
+        if err.errno in FULL_ERRNOS:
+            log.error(AppError(f"the disk is full: {err.strerror}", ExitCode.IO_ERROR, path=err.filename,
+                               hint="free some space or choose another OUTPUT_DIR / --work-dir, then re-run").render())
+            code = ExitCode.IO_ERROR
+        else:
+            code = _unexpected(cfg, err)
     except MemoryError:
         log.error("out of memory; lower --nprocs/--batch-size or raise the job's memory, then re-run "
                   "(finished work is cached and will not be redone)")
@@ -118,16 +118,21 @@ def run(cfg: RunConfig) -> ExitCode:
         if "out of memory" in str(err).lower():
             log.error("GPU out of memory (%s); lower --batch-size or --window-frames and re-run", err)
             code = ExitCode.TEMP_FAIL
-        else:  # a bug, not a user error: one line on the console, the traceback in the run log
-            log_file = ex.output_dir / "logs" / cfg.run_id / "m2m.log"
-            log.debug("unexpected error", exc_info=True)
-            log.error("unexpected error %s: %s\n  file: %s (holds the traceback)\n  fix:  please report it with "
-                      "that log", type(err).__name__, str(err).splitlines()[0][:300] if str(err) else "", log_file)
-            code = ExitCode.FAILURE
+        else:
+            code = _unexpected(cfg, err)
     finally:
         _finalise_outputs(cfg)
     log.info("finished in %.1f s with exit code %d", time.monotonic() - started, int(code))
     return code
+
+
+def _unexpected(cfg: RunConfig, err: Exception) -> ExitCode:
+    """A bug, not a user error: one line on the console, the traceback in the run log; exit 1."""
+    log.debug("unexpected error", exc_info=err)
+    reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    log.error("unexpected error %s: %s\n  file: %s (holds the traceback)\n  fix:  please report it with that log",
+              type(err).__name__, reason, cfg.execution.output_dir / "logs" / cfg.run_id / "m2m.log")
+    return ExitCode.FAILURE
 
 
 def _prepare_output(output_dir: Path) -> None:

@@ -177,9 +177,10 @@ def load_bundle(bundle_dir: Path, device: str | torch.device = "cpu") -> Bundle:
     except (TypeError, ValueError, KeyError) as err:
         raise AppError(f"the card's model.config cannot build a network: {err}", ExitCode.DATA_ERROR,
                        path=str(card_path), hint="retrain the bundle with this version of m2m-bids") from None
-    n_outputs = int(getattr(model.config, "num_classes", len(card["classes"])))
-    if not isinstance(card["classes"], list) or len(card["classes"]) != n_outputs:
-        raise AppError(f"model-card.json lists {len(card['classes'])} classes for a network with {n_outputs} "
+    n_classes = len(card["classes"]) if isinstance(card["classes"], list) else 0
+    n_outputs = int(getattr(model.config, "num_classes", n_classes))
+    if n_classes != n_outputs:
+        raise AppError(f"model-card.json lists {n_classes} classes for a network with {n_outputs} "
                        "outputs", ExitCode.DATA_ERROR, path=str(card_path),
                        hint="the card was edited or belongs to another bundle; restore the original card")
     try:

@@ -28,7 +28,7 @@ from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
 from m2m_bids.preproc.cache_cleanup import remove_stale_temporaries
-from m2m_bids.preproc.diskspace import GuardedMultiProc, check_free_space, estimate_work_bytes
+from m2m_bids.preproc.diskspace import GuardedMultiProcPlugin, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
 from m2m_bids.preproc.parent_death import MAIN_PID_VARIABLE
@@ -92,10 +92,8 @@ def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
 def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfig) -> ParticipantResult:
     entries = [cache.get(plan.key) for plan in plans]
     if all(e is not None for e in entries):
-        for entry in entries:  # recorded in the worker; logged here so the run log has them
-            warning = (entry.meta.get("slice_timing") or {}).get("warning")
-            if warning:
-                log.warning("sub-%s: %s", label, warning)
+        for entry in entries:
+            _log_run_warnings(label, entry, cfg.preproc.flag_mean_fd_mm)
         return ParticipantResult(label, entries=list(entries))
     crash_dir = crash_dump_dir(cfg, label)
     error = _error_from_crashes(crash_dir) or AppError(
@@ -103,6 +101,22 @@ def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfi
         hint="read the crash file(s) in that folder; rerun to resume from the nipype work directory")
     log.error("sub-%s: %s", label, error.render())
     return ParticipantResult(label, error=error)
+
+
+def _log_run_warnings(label: str, entry: CacheEntry, flag_mean_fd_mm: float) -> None:
+    """Log what the worker recorded with the run and what QC flags, so the run log has it.
+
+    Workers cannot write the run log; what changed the processing (a slice-timing correction
+    skipped because of the sidecar) and high but plausible head motion are logged here.
+    """
+    warning = (entry.meta.get("slice_timing") or {}).get("warning")
+    if warning:
+        log.warning("sub-%s: %s", label, warning)
+    mean_fd = (entry.meta.get("motion") or {}).get("mean_fd")
+    if mean_fd is not None and mean_fd > flag_mean_fd_mm:
+        log.warning("sub-%s: high head motion in %s: mean framewise displacement %.2f mm (above "
+                    "preproc.flag_mean_fd_mm = %g); check the motion QC before using this run", label,
+                    entry.meta.get("source_bold"), mean_fd, flag_mean_fd_mm)
 
 
 def crash_dump_dir(cfg: RunConfig, label: str) -> Path:
@@ -166,7 +180,7 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     start = time.monotonic()
     log.info("preprocessing %d participant(s), %d run(s) with nipype %s (work dir %s)", len(todo),
              sum(len(p) for p in todo.values()), ex.nipype_plugin, work)
-    runner = GuardedMultiProc(work, plugin_args) if ex.nipype_plugin == "MultiProc" else None
+    runner = GuardedMultiProcPlugin(work, plugin_args) if ex.nipype_plugin == "MultiProc" else None
     try:
         wf.run(plugin=runner or ex.nipype_plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # some node failed; MultiProc finished the others first

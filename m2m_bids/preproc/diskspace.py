@@ -5,10 +5,10 @@ Two defences, both ending in exit 74 with the folder named:
 * before preprocessing, :func:`check_free_space` compares the free space of the work and cache
   folders with a lower bound of what the runs will write (:func:`estimate_work_bytes`: one float32
   copy of every input image), so a full disk is reported in seconds, not after an hour;
-* during preprocessing, :class:`GuardedMultiProc` replaces nipype's MultiProc. When a worker
+* during preprocessing, :class:`GuardedMultiProcPlugin` replaces nipype's MultiProc. When a worker
   cannot write a node's result file (the disk filled up), nipype's own callback raises, the node
   is never marked done and the main process polls for it forever. Here the node is marked failed,
-  the run is stopped at once, and :attr:`GuardedMultiProc.disk_full` names the folder.
+  the run is stopped at once, and :attr:`GuardedMultiProcPlugin.disk_full` names the folder.
 
 The tensor cache writes each entry into a temporary folder and renames it, so a failed write
 leaves no half-written entry behind.
@@ -16,8 +16,6 @@ leaves no half-written entry behind.
 
 from __future__ import annotations
 
-import errno
-import logging
 import shutil
 import traceback
 from collections.abc import Iterable
@@ -27,13 +25,7 @@ import nibabel as nib
 import numpy as np
 from nipype.pipeline.plugins.multiproc import MultiProcPlugin
 
-from m2m_bids.exitcodes import AppError, ExitCode
-
-log = logging.getLogger(__name__)
-
-#: errno values that mean "the storage is full" (no space, quota exceeded).
-FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
+from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 
 def estimate_work_bytes(images: Iterable[Path]) -> int:
     """A lower bound of what preprocessing writes: one float32 copy of each input image (from headers)."""
@@ -72,7 +64,7 @@ def _is_full(err: BaseException, work_dir: Path) -> bool:
         return False
 
 
-class GuardedMultiProc(MultiProcPlugin):
+class GuardedMultiProcPlugin(MultiProcPlugin):
     """nipype's MultiProc, which stops (instead of hanging) when a node's result cannot be stored."""
 
     def __init__(self, work_dir: Path, plugin_args: dict | None = None) -> None:

@@ -14,7 +14,7 @@ import os
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
                                     traits)
 
-from m2m_bids.exitcodes import AppError
+from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 
 ERROR_MARKER = "M2M-APPERROR:"
 
@@ -32,6 +32,13 @@ class _StepInterface(SimpleInterface):
             result = self._step(out_dir=os.getcwd())
         except AppError as err:
             payload = {"message": err.message, "code": int(err.code), "path": err.path, "hint": err.hint}
+            raise RuntimeError(f"{ERROR_MARKER}{json.dumps(payload)}") from err
+        except OSError as err:
+            if err.errno not in FULL_ERRNOS:
+                raise
+            payload = {"message": f"the disk is full: {err.strerror}", "code": int(ExitCode.IO_ERROR),
+                       "path": err.filename or os.getcwd(),
+                       "hint": "free some space, or point --work-dir (and --cache-dir) at a larger file system"}
             raise RuntimeError(f"{ERROR_MARKER}{json.dumps(payload)}") from err
         values = result if isinstance(result, tuple) else (result,)
         for name, value in zip(self._outputs_names, values):

@@ -33,7 +33,8 @@ def die_with_parent(parent: int) -> None:
 
 
 def arm() -> None:
-    """In the forkserver: die with the main process, and make every forked worker die with us."""
+    """In the forkserver: die with the main process, and make every process forked from here on
+    (the workers, and anything they fork) die with the process that forked it."""
     main = os.environ.get(MAIN_PID_VARIABLE, "")
     if not sys.platform.startswith("linux") or not main.isdigit() or int(main) == os.getpid():
         return
@@ -42,8 +43,9 @@ def arm() -> None:
     if os.getppid() != int(main):
         return  # not a child of the process that set the variable
     die_with_parent(int(main))
-    server = os.getpid()
-    os.register_at_fork(after_in_child=lambda: die_with_parent(server))
+    forking = [os.getpid()]  # the pid of the process that forks, seen by its child (memory is copied)
+    os.register_at_fork(before=lambda: forking.__setitem__(0, os.getpid()),
+                        after_in_child=lambda: die_with_parent(forking[0]))
 
 
 arm()

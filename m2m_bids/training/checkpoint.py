@@ -18,6 +18,7 @@ import json
 import logging
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from m2m_bids.io_utils import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 LATEST = "latest.json"
+
+#: What a resumed training loop reads from a checkpoint's state (the loop's own entries, epoch, RNG).
+RESUME_KEYS = frozenset({"optimizer", "scaler", "history", "best", "best_epoch", "epoch", "rng"})
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
@@ -108,11 +112,13 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu"
         return None
     try:
         info = json.loads(pointer.read_text(encoding="utf-8"))
-        weights_file, state_file = _checkpoint_file(directory, info["weights"]), _checkpoint_file(directory, info["state"])
-        weights = load_weights(weights_file, device)
-        state = torch.load(state_file, map_location=device, weights_only=True)
-        if not isinstance(state, dict) or not {"optimizer", "scaler", "history", "epoch", "rng"} <= set(state):
-            raise ValueError(f"{state_file.name} lacks the training state")
+        state_file = _checkpoint_file(directory, info["state"])
+        weights = load_weights(_checkpoint_file(directory, info["weights"]), device)
+        with warnings.catch_warnings():  # torch's notes on foreign pickles would reach the console
+            warnings.simplefilter("ignore")
+            state = torch.load(state_file, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or not RESUME_KEYS <= set(state):
+            raise ValueError(f"{state_file.name} lacks part of the training state ({sorted(RESUME_KEYS)})")
         if (directory / "best.safetensors").exists():
             load_weights(directory / "best.safetensors", "cpu")
     except pickle.UnpicklingError:

@@ -32,8 +32,7 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root and a private mount namespace")]
+small_disk = pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root and a private mount namespace")
 
 
 def _digest(root: Path) -> str:
@@ -60,6 +59,8 @@ def _run_on_small_disk(bids: Path, tmp_path: Path, size: str) -> tuple[int, str,
     return code, done.stderr, cache, elapsed
 
 
+@pytest.mark.integration
+@small_disk
 def test_full_work_dir_is_refused_before_preprocessing(small_bids: Path, tmp_path: Path) -> None:
     before = _digest(small_bids)
     code, err, cache, elapsed = _run_on_small_disk(small_bids, tmp_path, "1m")
@@ -69,6 +70,8 @@ def test_full_work_dir_is_refused_before_preprocessing(small_bids: Path, tmp_pat
     assert _digest(small_bids) == before
 
 
+@pytest.mark.integration
+@small_disk
 def test_disk_filling_during_preprocessing_exits_74_without_hanging(small_bids: Path, tmp_path: Path) -> None:
     """Enough space to start, not to finish: nipype used to wait forever for the lost node result."""
     before = _digest(small_bids)
@@ -79,3 +82,25 @@ def test_disk_filling_during_preprocessing_exits_74_without_hanging(small_bids: 
     half_written = [p for p in cache if Path(p).name.startswith(".tmp-")]
     assert half_written == [], half_written
     assert _digest(small_bids) == before
+
+
+def test_a_step_that_runs_out_of_space_reports_exit_74(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC inside a preprocessing step becomes the participant's exit-74 error, not a generic failure."""
+    import errno
+    import json
+
+    from m2m_bids.preproc.interfaces import ERROR_MARKER, BoldPrepare
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "bold_prepared.nii"))
+
+    monkeypatch.setattr("m2m_bids.preproc.steps.bold_prepare", full)
+    source = tmp_path / "bold.nii"
+    source.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    node = BoldPrepare(in_file=str(source))
+    with pytest.raises(RuntimeError) as err:
+        node._run_interface(None)
+    payload = json.loads(str(err.value).split(ERROR_MARKER)[1])
+    assert payload["code"] == ExitCode.IO_ERROR and "disk is full" in payload["message"]
+    assert payload["path"].endswith("bold_prepared.nii")

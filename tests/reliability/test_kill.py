@@ -52,3 +52,50 @@ def test_kill_9_leaves_no_orphans(small_bids: Path, tmp_path: Path) -> None:
     finally:
         for pid in _session_members(main.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+FORK_TREE = r'''
+import os, signal, sys, time
+os.environ["M2M_MAIN_PID"] = str(os.getppid())  # as the main process names itself for its forkserver
+import m2m_bids.preproc.parent_death  # noqa: F401  (arms this "server")
+child = os.fork()
+if child == 0:
+    grandchild = os.fork()
+    if grandchild == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(grandchild, flush=True)
+    time.sleep(60)
+    os._exit(0)
+time.sleep(1)
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+time.sleep(60)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux-only")
+def test_forked_processes_live_until_their_parent_dies() -> None:
+    """A worker's own children run normally, and die when the worker is killed."""
+    server = subprocess.Popen([sys.executable, "-c", FORK_TREE], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        grandchild = int(server.stdout.readline())
+        time.sleep(0.3)
+        assert _alive(grandchild), "a process forked by a worker was killed at fork"
+        deadline = time.monotonic() + 20
+        while _alive(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(grandchild), "the grandchild outlived its killed parent"
+        assert server.poll() is None, "the server itself must not be touched"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"

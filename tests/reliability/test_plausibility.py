@@ -98,3 +98,22 @@ def test_only_abandoned_cache_temporaries_are_removed(tmp_path: Path) -> None:
     os.utime(old, (stale, stale))
     assert remove_stale_temporaries(tmp_path) == [old]
     assert not old.exists() and fresh.is_dir() and entry.is_dir()
+
+
+def test_high_motion_and_skipped_slice_timing_reach_the_run_log(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from m2m_bids.preproc.api import _log_run_warnings
+    from m2m_bids.preproc.cache import CacheEntry
+
+    meta = {"source_bold": "sub-01_task-rest_bold.nii.gz", "motion": {"mean_fd": 0.8, "max_fd": 3.0},
+            "slice_timing": {"SliceTimingCorrected": False, "warning": "SliceTiming values reach 3 s"}}
+    with caplog.at_level(logging.WARNING):
+        _log_run_warnings("01", CacheEntry(path=tmp_path, key="ab" * 8, meta=meta), flag_mean_fd_mm=0.5)
+    assert "sub-01: SliceTiming values reach 3 s" in caplog.text
+    assert "high head motion" in caplog.text and "0.80 mm" in caplog.text
+    caplog.clear()
+    quiet = {"motion": {"mean_fd": 0.1}, "slice_timing": {"SliceTimingCorrected": True}}
+    with caplog.at_level(logging.WARNING):
+        _log_run_warnings("01", CacheEntry(path=tmp_path, key="ab" * 8, meta=quiet), flag_mean_fd_mm=0.5)
+    assert caplog.text == ""

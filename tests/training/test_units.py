@@ -125,8 +125,9 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     torch.manual_seed(11)
     np.random.seed(11)
     random.seed(11)
-    ckpt.save_checkpoint(tmp_path, 1, model, {"optimizer": opt.state_dict(), "history": [{"loss": 1.0}]})
-    ckpt.save_checkpoint(tmp_path, 3, model, {"optimizer": opt.state_dict(), "history": [{"loss": 0.5}]})
+    loop_state = {"scaler": {}, "best": None, "best_epoch": -1}  # what the training loop also saves
+    ckpt.save_checkpoint(tmp_path, 1, model, {"optimizer": opt.state_dict(), "history": [{"loss": 1.0}], **loop_state})
+    ckpt.save_checkpoint(tmp_path, 3, model, {"optimizer": opt.state_dict(), "history": [{"loss": 0.5}], **loop_state})
     expected = (torch.rand(2), np.random.rand(), random.random())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-e0003.safetensors", "ckpt-e0003.state.pt",
                                                           "latest.json"]
