@@ -306,7 +306,8 @@ class TensorCache:
     def put(self, key: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> CacheEntry:
         """Store ``tensors`` under ``key`` atomically and return the entry.
 
-        ``fmri`` is given ``(X, Y, Z, T)`` like every other image and stored time-first. Images are cast to their storage dtype (:data:`TENSOR_DTYPES`; float16 for unknown names).
+        ``fmri`` is given ``(X, Y, Z, T)`` like every other image and stored time-first. Images are
+        cast to their storage dtype (:data:`TENSOR_DTYPES`; float16 for unknown names).
         If another process stored the same key first, its entry is verified and returned.
         """
         final = self.entry_dir(key)
