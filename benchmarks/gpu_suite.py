@@ -54,6 +54,7 @@ from m2m_bids.models import create_model  # noqa: E402  (torch only)
 from m2m_bids.models.config import build_config  # noqa: E402
 from m2m_bids.models.swin4d import SwinEncoder4D  # noqa: E402
 
+SECTIONS = ("attention", "train", "sync", "loader", "apply", "explain")
 SWIFT_REF_KWARGS = {"img_size": [96, 96, 96, 20], "in_chans": 1, "embed_dim": 24, "window_size": [4, 4, 4, 4],
                     "first_window_size": [4, 4, 4, 4], "patch_size": [6, 6, 6, 1], "depths": [2, 2, 6, 2],
                     "num_heads": [3, 6, 12, 24], "c_multiplier": 2, "last_layer_full_MSA": True}
@@ -70,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", type=int, default=96, help="cubic grid (smaller only for a smoke run)")
     p.add_argument("--frames", type=int, nargs=2, default=[20, 128], help="the short and the long window")
     p.add_argument("--device", default="cuda", help="cuda; cpu runs a smoke test of the script itself")
+    p.add_argument("--only", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="run these sections only")
     return p.parse_args(argv)
 
 
@@ -393,20 +395,30 @@ def main(argv: list[str] | None = None) -> int:
     suite.record("env", {"status": "ok", "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                          "torch": torch.__version__, "cuda": torch.version.cuda, "grid": args.grid,
                          "frames": args.frames})
+    only = set(args.only)
+    train = "train" in only
+    middle = sorted(args.batches)[len(args.batches) // 2]
     try:  # most wanted first: the budget cuts the tail
-        attention_section(suite, args)
-        ref = swift_reference(suite, args)
-        train_rows(suite, args, ref, precision="bf16", compiled=False, batches=args.batches)
-        guarded(suite, "sync", lambda: sync_section(suite, args))
-        guarded(suite, "loader", lambda: loader_section(suite, args))
-        train_rows(suite, args, ref, precision="bf16", compiled=True, batches=[sorted(args.batches)[len(args.batches) // 2]])
-        train_rows(suite, args, ref, precision="fp32", compiled=False, batches=args.batches)
-        fit_check(suite, args)
-        script_section(suite, "apply", ["benchmarks/apply.py", "--device", args.device], 120.0)
-        script_section(suite, "explain", ["benchmarks/explain_truth.py", "--device", args.device], 180.0)
-        rest = [b for b in args.batches if b != sorted(args.batches)[len(args.batches) // 2]]
-        train_rows(suite, args, ref, precision="bf16", compiled=True, batches=rest)
-        train_rows(suite, args, ref, precision="fp32", compiled=True, batches=args.batches)
+        if "attention" in only:
+            attention_section(suite, args)
+        ref = swift_reference(suite, args) if train else None
+        if train:
+            train_rows(suite, args, ref, precision="bf16", compiled=False, batches=args.batches)
+        if "sync" in only:
+            guarded(suite, "sync", lambda: sync_section(suite, args))
+        if "loader" in only:
+            guarded(suite, "loader", lambda: loader_section(suite, args))
+        if train:
+            train_rows(suite, args, ref, precision="bf16", compiled=True, batches=[middle])
+            train_rows(suite, args, ref, precision="fp32", compiled=False, batches=args.batches)
+            fit_check(suite, args)
+        if "apply" in only:
+            script_section(suite, "apply", ["benchmarks/apply.py", "--device", args.device], 120.0)
+        if "explain" in only:
+            script_section(suite, "explain", ["benchmarks/explain_truth.py", "--device", args.device], 180.0)
+        if train:
+            train_rows(suite, args, ref, precision="bf16", compiled=True, batches=[b for b in args.batches if b != middle])
+            train_rows(suite, args, ref, precision="fp32", compiled=True, batches=args.batches)
     finally:
         suite.finish()
     return 0
