@@ -342,7 +342,8 @@ def loader_section(suite: Suite, args: argparse.Namespace) -> None:
                              preset="paper").to(dist.device)
         opt = torch.optim.AdamW(model.parameters())
         scaler = torch.amp.GradScaler(dist.device.type, enabled=False)
-        synthetic = [{k: v.to(dist.device) for k, v in ds.__getitems__(list(range(batch))).items()}] * (len(ds) // batch)
+        first = ds.__getitems__(list(range(batch)))
+        synthetic = [{k: v.to(dist.device) for k, v in first.items()}] * (len(ds) // batch)
         sources = {
             "synthetic in-memory": lambda: synthetic,
             "streamed (8 workers, pinned)": lambda: torch.utils.data.DataLoader(
@@ -417,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         if "explain" in only:
             script_section(suite, "explain", ["benchmarks/explain_truth.py", "--device", args.device], 180.0)
         if train:
-            train_rows(suite, args, ref, precision="bf16", compiled=True, batches=[b for b in args.batches if b != middle])
+            rest = [b for b in args.batches if b != middle]
+            train_rows(suite, args, ref, precision="bf16", compiled=True, batches=rest)
             train_rows(suite, args, ref, precision="fp32", compiled=True, batches=args.batches)
     finally:
         suite.finish()

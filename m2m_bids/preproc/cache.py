@@ -181,7 +181,8 @@ class CacheEntry:
             while done < len(view):
                 got = os.preadv(fd, [view[done:]], offset + done)
                 if got <= 0:
-                    raise OSError(f"{self.path / 'fmri.npy'} ended early (cache entry {self.key}); delete it to rebuild")
+                    raise OSError(f"{self.path / 'fmri.npy'} ended early (cache entry {self.key}); "
+                                  "delete the entry folder to rebuild it")
                 done += got
         finally:
             os.close(fd)

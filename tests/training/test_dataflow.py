@@ -46,7 +46,8 @@ def test_batches_hold_every_window_bit_for_bit(cache):
             rec_idx, start = ds.items[seen + j]
             assert rec_idx == r
             time_last = np.asarray(records[r].entry.load("fmri"))[..., start:start + 4]
-            assert batch["fmri"][j, 0].numpy().tobytes() == np.ascontiguousarray(np.moveaxis(time_last, -1, 0)).tobytes()
+            expected = np.ascontiguousarray(np.moveaxis(time_last, -1, 0))
+            assert batch["fmri"][j, 0].numpy().tobytes() == expected.tobytes()
             np.testing.assert_array_equal(batch["smri"][j, 0, ..., 0].numpy(), records[r].entry.load("smri"))
             np.testing.assert_array_equal(batch["tabular"][j].numpy(), records[r].tabular)
         seen += len(batch["label"])
