@@ -12,7 +12,8 @@ Sections, in this order, until ``--budget`` seconds are spent (the rest is recor
    compiled (bf16 first); M2M at x 128 bf16 batch 32 also without checkpointing (the fit check).
    With ``--swift-ref`` the public SwiFT reference model runs the same encoder rows, so the ratio
    comes from one run.
-3. ``sync``: CUDA syncs of the project's ``train_one_epoch`` (1 vs 3 steps, sync debug mode).
+3. ``sync``: CUDA syncs of the project's ``train_one_epoch`` (1 vs 3 steps, sync debug mode);
+   ``tests``: the CUDA-only tests of ``tests/training/test_dataflow.py`` (needs pytest).
 4. ``loader``: project training epochs fed by the real loader (streamed by workers, and resident
    on the GPU) vs synthetic in-memory batches.
 5. ``apply`` / ``explain``: ``benchmarks/apply.py`` and ``benchmarks/explain_truth.py`` on cuda.
@@ -54,7 +55,7 @@ from m2m_bids.models import create_model  # noqa: E402  (torch only)
 from m2m_bids.models.config import build_config  # noqa: E402
 from m2m_bids.models.swin4d import SwinEncoder4D  # noqa: E402
 
-SECTIONS = ("attention", "train", "sync", "loader", "apply", "explain")
+SECTIONS = ("attention", "train", "sync", "tests", "loader", "apply", "explain")
 SWIFT_REF_KWARGS = {"img_size": [96, 96, 96, 20], "in_chans": 1, "embed_dim": 24, "window_size": [4, 4, 4, 4],
                     "first_window_size": [4, 4, 4, 4], "patch_size": [6, 6, 6, 1], "depths": [2, 2, 6, 2],
                     "num_heads": [3, 6, 12, 24], "c_multiplier": 2, "last_layer_full_MSA": True}
@@ -375,7 +376,7 @@ def script_section(suite: Suite, section: str, argv: list[str], timeout: float) 
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         return {"rc": proc.returncode, "seconds": round(time.perf_counter() - started, 1), "output_tail": tail}
 
-    suite.run(section, {"script": argv[0]}, measure, need_s=30.0)
+    suite.run(section, {"script": " ".join(argv)}, measure, need_s=30.0)
 
 
 def guarded(suite: Suite, section: str, fn: Callable[[], None]) -> None:
@@ -407,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             train_rows(suite, args, ref, precision="bf16", compiled=False, batches=args.batches)
         if "sync" in only:
             guarded(suite, "sync", lambda: sync_section(suite, args))
+        if "tests" in only:
+            script_section(suite, "tests", ["-m", "pytest", "-p", "no:cacheprovider", "-q",
+                                            "tests/training/test_dataflow.py", "-k", "cuda or gpu"], 120.0)
         if "loader" in only:
             guarded(suite, "loader", lambda: loader_section(suite, args))
         if train:
