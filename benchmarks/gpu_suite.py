@@ -12,7 +12,8 @@ Sections, in this order, until ``--budget`` seconds are spent (the rest is recor
    compiled (bf16 first); M2M at x 128 bf16 batch 32 also without checkpointing (the fit check).
    With ``--swift-ref`` the public SwiFT reference model runs the same encoder rows, so the ratio
    comes from one run.
-3. ``sync``: CUDA syncs of the project's ``train_one_epoch`` (1 vs 3 steps, sync debug mode).
+3. ``sync``: CUDA syncs of the project's ``train_one_epoch`` (1 vs 3 steps, sync debug mode);
+   ``tests``: the CUDA-only tests of ``tests/training/test_dataflow.py`` (needs pytest).
 4. ``loader``: project training epochs fed by the real loader (streamed by workers, and resident
    on the GPU) vs synthetic in-memory batches.
 5. ``apply`` / ``explain``: ``benchmarks/apply.py`` and ``benchmarks/explain_truth.py`` on cuda.
@@ -54,6 +55,7 @@ from m2m_bids.models import create_model  # noqa: E402  (torch only)
 from m2m_bids.models.config import build_config  # noqa: E402
 from m2m_bids.models.swin4d import SwinEncoder4D  # noqa: E402
 
+SECTIONS = ("attention", "train", "sync", "tests", "loader", "apply", "explain")
 SWIFT_REF_KWARGS = {"img_size": [96, 96, 96, 20], "in_chans": 1, "embed_dim": 24, "window_size": [4, 4, 4, 4],
                     "first_window_size": [4, 4, 4, 4], "patch_size": [6, 6, 6, 1], "depths": [2, 2, 6, 2],
                     "num_heads": [3, 6, 12, 24], "c_multiplier": 2, "last_layer_full_MSA": True}
@@ -70,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", type=int, default=96, help="cubic grid (smaller only for a smoke run)")
     p.add_argument("--frames", type=int, nargs=2, default=[20, 128], help="the short and the long window")
     p.add_argument("--device", default="cuda", help="cuda; cpu runs a smoke test of the script itself")
+    p.add_argument("--only", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="run these sections only")
     return p.parse_args(argv)
 
 
@@ -326,11 +329,11 @@ def loader_section(suite: Suite, args: argparse.Namespace) -> None:
     batch = 16 if args.device == "cuda" else 2
     with tempfile.TemporaryDirectory() as tmp:
         cache, rng, entries = TensorCache(Path(tmp)), np.random.default_rng(0), []
-        for i in range(8):
-            fmri = rng.standard_normal((grid, grid, grid, 300), dtype=np.float32).astype(np.float16)
+        for i in range(6):  # 6 runs of 200 frames: 2.1 GB at 96^3, resident on any 80 GB card
+            fmri = rng.standard_normal((grid, grid, grid, 200), dtype=np.float32).astype(np.float16)
             smri = rng.standard_normal((grid,) * 3, dtype=np.float32).astype(np.float16)
             entries.append(cache.put(f"{i + 1:064x}", {"fmri": fmri, "smri": smri}, {"participant": f"{i:02d}"}))
-        tab = {f"{i:02d}": np.zeros(4, np.float32) for i in range(8)}
+        tab = {f"{i:02d}": np.zeros(4, np.float32) for i in range(len(entries))}
         records = make_records(entries, {p: int(p) % 2 for p in tab}, tab)
         ds = WindowDataset(records, frames=frames, modalities=("fmri", "smri", "tabular"), train=True,
                            samples_per_run=batch * 4 if args.device == "cuda" else 1)
@@ -340,7 +343,8 @@ def loader_section(suite: Suite, args: argparse.Namespace) -> None:
                              preset="paper").to(dist.device)
         opt = torch.optim.AdamW(model.parameters())
         scaler = torch.amp.GradScaler(dist.device.type, enabled=False)
-        synthetic = [{k: v.to(dist.device) for k, v in ds.__getitems__(list(range(batch))).items()}] * (len(ds) // batch)
+        first = ds.__getitems__(list(range(batch)))
+        synthetic = [{k: v.to(dist.device) for k, v in first.items()}] * (len(ds) // batch)
         sources = {
             "synthetic in-memory": lambda: synthetic,
             "streamed (8 workers, pinned)": lambda: torch.utils.data.DataLoader(
@@ -372,7 +376,7 @@ def script_section(suite: Suite, section: str, argv: list[str], timeout: float) 
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         return {"rc": proc.returncode, "seconds": round(time.perf_counter() - started, 1), "output_tail": tail}
 
-    suite.run(section, {"script": argv[0]}, measure, need_s=30.0)
+    suite.run(section, {"script": " ".join(argv)}, measure, need_s=30.0)
 
 
 def guarded(suite: Suite, section: str, fn: Callable[[], None]) -> None:
@@ -393,20 +397,34 @@ def main(argv: list[str] | None = None) -> int:
     suite.record("env", {"status": "ok", "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                          "torch": torch.__version__, "cuda": torch.version.cuda, "grid": args.grid,
                          "frames": args.frames})
+    only = set(args.only)
+    train = "train" in only
+    middle = sorted(args.batches)[len(args.batches) // 2]
     try:  # most wanted first: the budget cuts the tail
-        attention_section(suite, args)
-        ref = swift_reference(suite, args)
-        train_rows(suite, args, ref, precision="bf16", compiled=False, batches=args.batches)
-        guarded(suite, "sync", lambda: sync_section(suite, args))
-        guarded(suite, "loader", lambda: loader_section(suite, args))
-        train_rows(suite, args, ref, precision="bf16", compiled=True, batches=[sorted(args.batches)[len(args.batches) // 2]])
-        train_rows(suite, args, ref, precision="fp32", compiled=False, batches=args.batches)
-        fit_check(suite, args)
-        script_section(suite, "apply", ["benchmarks/apply.py", "--device", args.device], 120.0)
-        script_section(suite, "explain", ["benchmarks/explain_truth.py", "--device", args.device], 180.0)
-        rest = [b for b in args.batches if b != sorted(args.batches)[len(args.batches) // 2]]
-        train_rows(suite, args, ref, precision="bf16", compiled=True, batches=rest)
-        train_rows(suite, args, ref, precision="fp32", compiled=True, batches=args.batches)
+        if "attention" in only:
+            attention_section(suite, args)
+        ref = swift_reference(suite, args) if train else None
+        if train:
+            train_rows(suite, args, ref, precision="bf16", compiled=False, batches=args.batches)
+        if "sync" in only:
+            guarded(suite, "sync", lambda: sync_section(suite, args))
+        if "tests" in only:
+            script_section(suite, "tests", ["-m", "pytest", "-p", "no:cacheprovider", "-q",
+                                            "tests/training/test_dataflow.py", "-k", "cuda or gpu"], 120.0)
+        if "loader" in only:
+            guarded(suite, "loader", lambda: loader_section(suite, args))
+        if train:
+            train_rows(suite, args, ref, precision="bf16", compiled=True, batches=[middle])
+            train_rows(suite, args, ref, precision="fp32", compiled=False, batches=args.batches)
+            fit_check(suite, args)
+        if "apply" in only:
+            script_section(suite, "apply", ["benchmarks/apply.py", "--device", args.device], 120.0)
+        if "explain" in only:
+            script_section(suite, "explain", ["benchmarks/explain_truth.py", "--device", args.device], 180.0)
+        if train:
+            rest = [b for b in args.batches if b != middle]
+            train_rows(suite, args, ref, precision="bf16", compiled=True, batches=rest)
+            train_rows(suite, args, ref, precision="fp32", compiled=True, batches=args.batches)
     finally:
         suite.finish()
     return 0

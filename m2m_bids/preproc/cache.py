@@ -181,7 +181,8 @@ class CacheEntry:
             while done < len(view):
                 got = os.preadv(fd, [view[done:]], offset + done)
                 if got <= 0:
-                    raise OSError(f"{self.path / 'fmri.npy'} ended early (cache entry {self.key}); delete it to rebuild")
+                    raise OSError(f"{self.path / 'fmri.npy'} ended early (cache entry {self.key}); "
+                                  "delete the entry folder to rebuild it")
                 done += got
         finally:
             os.close(fd)
@@ -306,7 +307,8 @@ class TensorCache:
     def put(self, key: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> CacheEntry:
         """Store ``tensors`` under ``key`` atomically and return the entry.
 
-        ``fmri`` is given ``(X, Y, Z, T)`` like every other image and stored time-first. Images are cast to their storage dtype (:data:`TENSOR_DTYPES`; float16 for unknown names).
+        ``fmri`` is given ``(X, Y, Z, T)`` like every other image and stored time-first. Images are
+        cast to their storage dtype (:data:`TENSOR_DTYPES`; float16 for unknown names).
         If another process stored the same key first, its entry is verified and returned.
         """
         final = self.entry_dir(key)

@@ -53,7 +53,7 @@ def choose_residency(dataset: WindowDataset, device: torch.device, name: str) ->
     Only on CUDA devices and without augmentation (which runs on the host); on a CPU the page
     cache already holds the mapped runs and the workers overlap reading with compute.
     """
-    if device.type != "cuda":
+    if device.type != "cuda" or not dataset.records:
         return "stream"
     if dataset.augmenter is not None:
         log.info("%s windows: streamed from the cache by loader workers (augmentation runs on the host)", name)

@@ -46,7 +46,8 @@ def test_batches_hold_every_window_bit_for_bit(cache):
             rec_idx, start = ds.items[seen + j]
             assert rec_idx == r
             time_last = np.asarray(records[r].entry.load("fmri"))[..., start:start + 4]
-            assert batch["fmri"][j, 0].numpy().tobytes() == np.ascontiguousarray(np.moveaxis(time_last, -1, 0)).tobytes()
+            expected = np.ascontiguousarray(np.moveaxis(time_last, -1, 0))
+            assert batch["fmri"][j, 0].numpy().tobytes() == expected.tobytes()
             np.testing.assert_array_equal(batch["smri"][j, 0, ..., 0].numpy(), records[r].entry.load("smri"))
             np.testing.assert_array_equal(batch["tabular"][j].numpy(), records[r].tabular)
         seen += len(batch["label"])
@@ -182,3 +183,16 @@ def test_training_steps_do_not_synchronise_cuda(cache):
             torch.cuda.set_sync_debug_mode(0)
         counts.append([str(w.message) for w in caught if "synchroniz" in str(w.message)])
     assert len(counts[0]) == len(counts[1]), counts  # syncs per epoch, not per step
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_small_dataset_is_held_on_the_gpu_and_batches_match(cache, caplog):
+    records = _records(cache)
+    ds = WindowDataset(records, frames=4, modalities=("fmri", "smri", "tabular"), train=False)
+    gpu = Dist(0, 0, 1, torch.device("cuda"))
+    with caplog.at_level("INFO", logger="m2m_bids.training.resident"):
+        loader = make_loader(ds, ShardSampler(len(ds)), 4, Train(num_workers=0), gpu, name="validation")
+    assert isinstance(loader, ResidentBatches) and "held resident on cuda" in caplog.text
+    streamed = list(make_loader(ds, ShardSampler(len(ds)), 4, Train(num_workers=0), CPU))
+    for a, b in zip(streamed, loader, strict=True):
+        assert b["fmri"].is_cuda and all(torch.equal(a[k], b[k].cpu()) for k in a)
