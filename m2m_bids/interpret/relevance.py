@@ -61,7 +61,8 @@ def _rollout(graph: AttentionGraph, grads: dict[str, torch.Tensor]) -> tuple[tor
     identity = torch.zeros(b, nk, device=spatial.device)
     routed = torch.zeros(b, nk, device=spatial.device)
     for m, cross_attn in graph.cross.items():
-        w = grads[f"readout.{m}"].float().norm(dim=-1)  # (B, [Tp,] N_m)
+        h = graph.readout[m].detach().float()
+        w = (grads[f"readout.{m}"].float() * (h - h.mean(dim=-2, keepdim=True))).sum(-1).clamp_min(0)
         own = graph.residual[m].detach().float()
         through = (graph.readout[m].detach().float() - own).norm(dim=-1)
         share = own.norm(dim=-1) / (own.norm(dim=-1) + through).clamp_min(1e-12)
