@@ -149,14 +149,22 @@ def test_group_interpretation_writes_class_maps_top_regions_tsne_and_report(appl
     from m2m_bids.interpret.group import write_group_interpretation
 
     trained, _ = applied
-    cfg = trained.config(interpret={"saliency": False})
+    cfg = trained.config()
     entries = trained.train_entries[:6] + trained.test_entries
     group = write_group_interpretation(trained.bundle, entries, cfg)
     top = pd.read_csv(group / "atlas-Blocks_desc-topregions_table.tsv", sep="\t")
     assert set(top["class"]) == {"CN", "AD"} and set(top["modality"]) == {"T1w", "bold"}
+    assert set(top["stat"]) == {"attention", "gradrollout", "saliency"}
     assert (top.groupby(["class", "modality", "stat"]).size() == 5).all()
+    ad_rollout = top.query("`class` == 'AD' and modality == 'T1w' and stat == 'gradrollout'")
+    assert len(set(PLANTED_NAMES) & set(ad_rollout["name"])) >= len(PLANTED_NAMES) / 2, ad_rollout
     maps = sorted(p.name for p in group.glob("*_class-*_statmap.nii.gz"))
     assert "space-MNI152NLin2009aSym_res-6_stat-attention_class-AD_desc-T1w_statmap.nii.gz" in maps
+    class_map = np.asarray(nib.load(group / maps[maps.index(
+        "space-MNI152NLin2009aSym_res-6_stat-gradrollout_class-AD_desc-T1w_statmap.nii.gz")]).dataobj)
+    from m2m_bids.interpret.brainmask import template_mask
+
+    assert (class_map[~template_mask((16, 16, 16), AFFINE)] == 0).all()  # class means stay inside the brain
     tsne = pd.read_csv(group / "desc-tsne_latents.tsv", sep="\t")
     assert len(tsne) == 2 * len(entries) and set(tsne["modality"]) == {"fmri", "smri"}
     assert json.loads((group / "desc-tsne_latents.json").read_text())["Perplexity"] < len(tsne)
