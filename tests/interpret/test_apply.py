@@ -27,7 +27,13 @@ def applied(trained: Trained) -> tuple[Trained, dict]:
 
 
 def test_model_learned_the_planted_effect(trained: Trained):
+    """A learning test with two Swin blocks per stage: the shifted-window blocks (and their masks) are trained."""
+    from m2m_bids.interpret.bundle import load_bundle
+
     assert trained.train_accuracy >= 0.9
+    model = load_bundle(trained.bundle, "cpu").model
+    shifted = [m for m in model.modules() if type(m).__name__ == "SwinBlock4D" and m.shifted]
+    assert len(shifted) == 4 and all(m.attn_mask.numel() > 0 for m in shifted)  # 2 encoders x 2 stages
 
 
 def test_predictions_written_per_participant_and_dataset(applied):
