@@ -2,9 +2,11 @@
 
 Cache-like tensors on the model grid (default 64^3 at 3 mm, MNI) are generated with lower T1w
 intensity inside named AAL regions for class "AD" (the planted atrophy) and noise fMRI; an
-M2M-AlignNet is trained on them, applied to held-out participants through the real
-``apply_model``, and the planted regions are looked up in each participant's top-k saliency and
-attention tables. The tiny CPU version of this check is tests/interpret/test_apply.py.
+M2M-AlignNet is trained on them (cross-entropy + ``--align-weight`` x the M2M loss, set here, not
+taken from the trainer's default schedule), applied to held-out participants through the real
+``apply_model``, and the planted regions are looked up in each participant's top-k saliency,
+class-discriminative attention (``gradrollout``) and raw co-attention tables. The tiny CPU version of
+this check is tests/interpret/test_apply.py.
 
     python benchmarks/explain_truth.py --device cuda                       # full size, GPU
     python benchmarks/explain_truth.py --grid 32 --resolution 6 --steps 60 --preset tiny   # CPU smoke
@@ -70,6 +72,8 @@ def train(model: torch.nn.Module, entries: list, y: list[int], args, device: tor
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(fmri=fmri[idx].to(device), smri=smri[idx].to(device))
         loss = torch.nn.functional.cross_entropy(out.logits.float(), target[idx].to(device))
+        if out.align_loss is not None:
+            loss = loss + args.align_weight * out.align_loss.float()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -104,6 +108,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--effect", type=float, default=1.0)
+    parser.add_argument("--align-weight", type=float, default=0.1, help="weight of the M2M loss (0: alignment off)")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--overrides", default="", help='JSON model overrides, e.g. \'{"patch_size": 2}\'')
     parser.add_argument("--regions", default="Hippocampus_L,Hippocampus_R,Precuneus_L")
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> dict:
     train_entries = build_entries(root, train_labels, planted, args, preproc, seed=0)
     torch.manual_seed(0)
     model = create_model("m2m", num_classes=2, img_size=(args.grid,) * 3, frames=args.window_frames,
-                         modalities=("fmri", "smri"), preset=args.preset, alignment=False,
+                         modalities=("fmri", "smri"), preset=args.preset, alignment=args.align_weight > 0,
                          **(json.loads(args.overrides) if args.overrides else {})).to(device)
     accuracy = train(model, train_entries, list(train_labels.values()), args, device)
     t_train = time.perf_counter() - t0
@@ -149,8 +154,9 @@ def run(args: argparse.Namespace) -> dict:
     t1 = time.perf_counter()
     failures = apply_model(bundle, test_entries, cfg)
     t_apply = time.perf_counter() - t1
-    hits: dict[str, list[int]] = {"saliency": [], "attention": []}
-    ranks: dict[str, list[dict[str, int]]] = {"saliency": [], "attention": []}
+    stats = ("saliency", "gradrollout", "attention")
+    hits: dict[str, list[int]] = {stat: [] for stat in stats}
+    ranks: dict[str, list[dict[str, int]]] = {stat: [] for stat in stats}
     for p in test_labels:
         for stat in hits:
             path = next((root / "out" / f"sub-{p}" / "anat").glob(f"*atlas-aal*_stat-{stat}_desc-T1w_table.tsv"), None)

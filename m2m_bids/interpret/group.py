@@ -1,7 +1,8 @@
 """Group-level explanations after training: mean maps per class, top regions per class (Fig. 3), t-SNE (Fig. 5).
 
 ``write_group_interpretation(bundle_dir, entries, cfg)`` runs the final model over every cached
-sample, averages the relative-to-uniform attention and saliency maps within each true class, ranks
+sample, averages the relative-to-uniform attention, class-discriminative attention (``gradrollout``)
+and saliency maps (each inside the sample's brain mask) within each true class, ranks
 atlas regions per class and modality, embeds the modality latents with t-SNE, and writes
 ``group/`` files plus ``group.html``.
 
@@ -21,6 +22,7 @@ import pandas as pd
 
 from m2m_bids.config import RunConfig
 from m2m_bids.interpret.atlas_tables import parcellate
+from m2m_bids.interpret.brainmask import brain_mask
 from m2m_bids.interpret.bundle import load_bundle
 from m2m_bids.interpret.inference import RunScores, meta_value, score_run
 from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, to_nifti, upsample_tokens, voxel_size
@@ -55,17 +57,22 @@ def _numeric_if_possible(column: pd.Series) -> pd.Series:
     return numbers if numbers.notna().sum() == column.notna().sum() else column
 
 
-def _sample_maps(scores: list[RunScores], shape: tuple[int, int, int], affine: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-    """Relative-to-uniform maps of one sample: ``(stat, modality) -> volume``."""
-    out: dict[tuple[str, str], np.ndarray] = {}
+def _sample_maps(scores: list[RunScores], entry: Any, shape: tuple[int, int, int],
+                 affine: np.ndarray) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Relative-to-uniform maps of one sample inside its brain masks: ``(stat, modality) -> (volume, mask)``."""
+    out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    vox = voxel_size(affine)
     for modality in MODALITY_DESC:
-        att = [s.spatial_attention[modality] for s in scores if modality in s.spatial_attention]
-        if att:
-            out[("attention", modality)] = upsample_tokens(np.mean(att, axis=0), shape)
-        sal = [s.saliency[modality] for s in scores if modality in s.saliency]
-        if sal:
-            vox = voxel_size(affine)
-            out[("saliency", modality)] = relative_to_uniform(smooth(np.mean(sal, axis=0), saliency_fwhm(vox), vox))
+        mask = None
+        for stat, found in (("attention", [s.spatial_attention for s in scores]),
+                            ("gradrollout", [s.rollout for s in scores]), ("saliency", [s.saliency for s in scores])):
+            vols = [f[modality] for f in found if modality in f]
+            if not vols:
+                continue
+            mask = brain_mask(entry, modality, shape, affine) if mask is None else mask
+            mean = np.mean(vols, axis=0)
+            vol = smooth(mean, saliency_fwhm(vox), vox) if stat == "saliency" else upsample_tokens(mean, shape)
+            out[(stat, modality)] = relative_to_uniform(np.where(mask, vol, 0.0), mask), mask
     return out
 
 
@@ -95,19 +102,22 @@ def write_group_interpretation(bundle_dir: Path, entries: list[Any], cfg: RunCon
     affine = np.asarray(meta_value(entries[0], "affine"), dtype=float)
     shape = ctx.atlas.grid.shape
     sums: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+    inside: dict[tuple[str, str, str], np.ndarray] = {}
     latent_rows: list[dict[str, Any]] = []
     for (p, s), members in sorted(samples.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         scores = [score_run(bundle.model, e, tabular=features[p], saliency=cfg.interpret.saliency,
                             max_saliency_windows=1, device=device) for e in members]
         label = labels.get(p, "unlabelled")
         if p in labels:
-            for (stat, modality), vol in _sample_maps(scores, shape, affine).items():
+            for (stat, modality), (vol, mask) in _sample_maps(scores, members[0], shape, affine).items():
                 sums[(label, stat, modality)].append(vol)
+                inside[(label, stat, modality)] = inside.get((label, stat, modality), False) | mask
         latent_rows += _latent_rows(f"sub-{p}", f"ses-{s}" if s else "n/a", label, scores)
     maps, top_rows = [], []
     for (label, stat, modality), vols in sorted(sums.items()):
         maps.append(_write_class_map(ctx, group_dir, label, stat, modality, np.mean(vols, axis=0), affine, len(vols)))
-        table = parcellate(maps[-1].volume, ctx.atlas.grid, ctx.atlas.labels, ctx.top_k)
+        in_brain = np.where(inside[(label, stat, modality)], ctx.atlas.grid, 0)  # union of the members' masks
+        table = parcellate(maps[-1].volume, in_brain, ctx.atlas.labels, ctx.top_k)
         best = table[table["top"]].assign(**{"class": label, "modality": MODALITY_DESC[modality][0], "stat": stat})
         top_rows.append(best[["class", "modality", "stat", "rank", "index", "name", "mean", "n_voxels"]])
     top = pd.concat(top_rows, ignore_index=True) if top_rows else pd.DataFrame()

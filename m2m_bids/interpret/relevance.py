@@ -5,15 +5,19 @@ same for every class and, in practice, close to uniform. This map follows Chefer
 "Generic attention-model explainability for interpreting bi-modal and encoder-decoder
 transformers" (ICCV 2021) on the M2M-AlignNet fusion:
 
-1. every attention layer is replaced by its gradient-weighted, head-averaged version
+1. both attention layers (the latents' co-attention of Eq. 1, the tokens' attention over the fused
+   latents of Eq. 2) are replaced by their gradient-weighted, head-averaged version
    ``Â = E_heads[max(0, A * dy_c/dA)]`` (rows renormalised to sum to 1): the reads that push the
    class logit ``y_c`` up;
 2. relevance is rolled out from the tokens the classifier reads (Eq. 2's output
-   ``h_n = z_n + o_n``, one per patch and modality) back to the input tokens. Each readout token
-   carries ``w_n = |dy_c/dh_n|`` (the readout is mean-pooled, so there is no class token whose
-   row could be used) and passes it on along its two paths in proportion to their norms
-   (Kobayashi et al., EMNLP 2021: the residual usually dominates, and plain rollout ignores it):
-   the share ``|z_n| / (|z_n| + |o_n|)`` to itself, through Eq. 2's residual (rollout's identity
+   ``h_n = z_n + o_n``, one per patch and modality, mean-pooled into the classifier) back to the
+   input tokens. There is no class token whose row rollout could start from, so each readout token
+   starts with ``w_n = max(0, dy_c/dh_n . (h_n - mean_n h))``: the first-order contribution of its
+   deviation from the participant's average token. (The gradient alone is nearly the same for
+   every token after mean pooling, and gradient x token is dominated by what all tokens share.)
+3. ``w_n`` flows back along the token's two paths in proportion to their norms (Kobayashi et al.,
+   EMNLP 2021: the residual usually dominates, and plain rollout ignores it): the share
+   ``|z_n| / (|z_n| + |o_n|)`` to the token itself through Eq. 2's residual (rollout's identity
    term), the rest through the latent queries, ``(w (1 - share)) @ Â_cross @ Â_spatial``.
 
 What the map can and cannot say: it is built from attention and gradients of this model only;
@@ -61,7 +65,8 @@ def _rollout(graph: AttentionGraph, grads: dict[str, torch.Tensor]) -> tuple[tor
     identity = torch.zeros(b, nk, device=spatial.device)
     routed = torch.zeros(b, nk, device=spatial.device)
     for m, cross_attn in graph.cross.items():
-        w = grads[f"readout.{m}"].float().norm(dim=-1)  # (B, [Tp,] N_m)
+        h = graph.readout[m].detach().float()
+        w = (grads[f"readout.{m}"].float() * (h - h.mean(dim=-2, keepdim=True))).sum(-1).clamp_min(0)
         own = graph.residual[m].detach().float()
         through = (graph.readout[m].detach().float() - own).norm(dim=-1)
         share = own.norm(dim=-1) / (own.norm(dim=-1) + through).clamp_min(1e-12)

@@ -49,7 +49,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     preproc = trained.config().preproc.model_dump(mode="json")
     trained.train_entries = make_entries(root / "cache", TRAIN_LABELS, FRAMES, seed=0, preproc=preproc)
     model = tiny_model(FRAMES)
-    trained.train_accuracy = train(model, trained.train_entries, list(TRAIN_LABELS.values()), steps=40)
+    trained.train_accuracy = train(model, trained.train_entries, list(TRAIN_LABELS.values()), steps=150)
     trained.bundle = write_bundle(model, root / "out" / "models" / "model-m2m",
                                   train_participants=list(TRAIN_LABELS), preproc=preproc)
     trained.test_entries = make_entries(root / "cache", TEST_LABELS, 3 * FRAMES, seed=1, preproc=preproc)

@@ -82,15 +82,19 @@ def make_entries(cache_root: Path, labels: dict[str, int], frames: int, seed: in
 
 
 def tiny_model(frames: int, modalities: tuple[str, ...] = ("fmri", "smri"), arch: str = "m2m") -> torch.nn.Module:
+    """The ``tiny`` preset with two Swin blocks per stage (the second one shifted, with its mask) and
+    the M2M alignment on: token grids 8^3 and 4^3, so every last-stage token is one atlas block."""
     from m2m_bids.models import create_model
 
     torch.manual_seed(0)
     return create_model(arch, num_classes=2, img_size=(GRID,) * 3, frames=frames, modalities=modalities,
-                        preset="tiny", patch_size=2, alignment=False)
+                        preset="tiny", patch_size=2, depths=(2, 2), num_heads=(1, 2))
 
 
-def train(model: torch.nn.Module, entries: list[Any], labels: list[int], steps: int, lr: float = 3e-3) -> float:
-    """A few dozen AdamW steps on whole runs; returns the final training accuracy."""
+def train(model: torch.nn.Module, entries: list[Any], labels: list[int], steps: int, lr: float = 1e-3,
+          align_weight: float = 0.1) -> float:
+    """AdamW steps on whole runs (cross-entropy + ``align_weight`` x the M2M loss, set here rather than
+    taken from the trainer's default schedule); returns the final training accuracy."""
     mods = model.config.modalities
     fmri = torch.stack([torch.from_numpy(e.load("fmri").astype(np.float32)) for e in entries])[:, None]
     smri = torch.stack([torch.from_numpy(e.load("smri").astype(np.float32)) for e in entries])[:, None, ..., None]
@@ -101,7 +105,10 @@ def train(model: torch.nn.Module, entries: list[Any], labels: list[int], steps: 
     for _ in range(steps):
         idx = torch.randperm(len(y), generator=gen)[:8]
         kwargs = {k: v[idx] for k, v in (("fmri", fmri), ("smri", smri)) if k in mods}
-        loss = torch.nn.functional.cross_entropy(model(**kwargs).logits, y[idx])
+        out = model(**kwargs)
+        loss = torch.nn.functional.cross_entropy(out.logits, y[idx])
+        if out.align_loss is not None:
+            loss = loss + align_weight * out.align_loss
         opt.zero_grad()
         loss.backward()
         opt.step()
