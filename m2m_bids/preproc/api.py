@@ -128,12 +128,15 @@ def _error_from_crashes(crash_dir: Path) -> AppError | None:
 
 def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     """Build one graph for all participants to process and run it with the configured plugin."""
+    from m2m_bids.preproc.registration import ants_seed
     from m2m_bids.preproc.workflows import build_preproc_wf
 
     ex = cfg.execution
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    for name in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):  # ANTs/ITK and torch in workers
-        os.environ[name] = str(ex.threads)
+    # before the workers start: torch threads; ANTs single-threaded and seeded (reproducible, registration.py)
+    os.environ["OMP_NUM_THREADS"] = str(ex.threads)
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    os.environ["ANTS_RANDOM_SEED"] = str(ants_seed(ex.random_seed))
     work = ex.resolved_work_dir / "nipype"
     work.mkdir(parents=True, exist_ok=True)
     wf = build_preproc_wf(todo, cfg, base_dir=work)
