@@ -86,6 +86,7 @@ class Execution(_Section):
     stop_on_first_crash: bool = False
     dry_run: bool = False
     save_preproc: bool = False
+    qc_override: bool = False  # use participants that fail registration/coverage QC (preproc/regqc.py)
     model: Path | None = None
     allow_training_participants: bool = False
     nipype_plugin: str = "MultiProc"

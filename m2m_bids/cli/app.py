@@ -122,6 +122,9 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         help="Slice-timing reference as a fraction of TR (default: 0.5).")] = None,
     save_preproc: Annotated[Optional[bool], typer.Option(
         "--save-preproc", rich_help_panel=P_PRE, help="Also write preprocessed T1w/BOLD NIfTIs and QC figures.")] = None,
+    qc_override: Annotated[Optional[bool], typer.Option(
+        "--qc-override", rich_help_panel=P_PRE,
+        help="Use participants that fail registration/coverage QC (by default they are refused, exit 65).")] = None,
     arch: Annotated[Optional[str], typer.Option(
         "--arch", rich_help_panel=P_TRAIN, help="Model architecture (default: m2m).")] = None,
     modalities: Annotated[Optional[list[str]], typer.Option(
@@ -205,6 +208,7 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         "execution.stop_on_first_crash": stop_on_first_crash,
         "execution.dry_run": dry_run,
         "execution.save_preproc": save_preproc,
+        "execution.qc_override": qc_override,
         "execution.model": str(model) if model else None,
         "execution.allow_training_participants": allow_training_participants,
         "execution.verbosity": verbose or None,

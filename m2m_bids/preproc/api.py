@@ -71,7 +71,25 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
         _run_workflow(todo, cfg)
         for label, plans in todo.items():
             results[label] = _collect(label, plans, cache, cfg)
-    return [results[p.label] for p in participants]
+    ordered = [results[p.label] for p in participants]
+    _quality_control(ordered, cfg)
+    return ordered
+
+
+def _quality_control(results: list[ParticipantResult], cfg: RunConfig) -> None:
+    """QC tables and figures of every preprocessed participant; refuse those below the thresholds
+    (their result gets the error, exit 65) unless ``--qc-override``."""
+    from m2m_bids.preproc.qcreport import apply_qc, write_group_qc, write_participant_qc
+
+    output_dir = cfg.execution.output_dir
+    checked = [r for r in results if r.error is None and r.entries]
+    for result in checked:
+        write_participant_qc(output_dir, result.label, result.entries)
+        refusal = apply_qc(result.label, result.entries, cfg.execution.qc_override)
+        if refusal is not None:
+            result.error, result.entries = refusal, []
+    if checked:
+        write_group_qc(output_dir)
 
 
 def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:

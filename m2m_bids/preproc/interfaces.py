@@ -370,7 +370,8 @@ class StoreRun(_StepInterface):
         maps = {"gm": i.gm, "alff": i.alff, "falff": i.falff, "bold_mean": i.bold_mean}
         if isdefined(i.pet):
             maps["pet"] = i.pet
-        optional = {name: getattr(i, name) for name in ("brain", "qc_anat", "qc_bold") if isdefined(getattr(i, name))}
+        optional = {arg: getattr(i, name) for name, arg in (("brain", "brain_grid"), ("qc_anat", "qc_anat"),
+                                                            ("qc_bold", "qc_bold")) if isdefined(getattr(i, name))}
         return store_run(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.bold, i.motion, i.stc_record, i.standardize,
                          maps=maps, **optional)
 

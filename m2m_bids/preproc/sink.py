@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bold: str, motion: str,
-              stc_record: str, standardize: bool, maps: dict[str, str], brain: str | None = None,
+              stc_record: str, standardize: bool, maps: dict[str, str], brain_grid: str | None = None,
               qc_anat: str | None = None, qc_bold: str | None = None) -> str:
     """Write the cache entry of one run; returns its folder. The brain mask is restricted to the
     voxels the BOLD field of view covers (a partial-coverage EPI leaves the rest at zero).
@@ -56,8 +56,8 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
         qc_figures["bold_t1w_cost"] = json.loads(Path(qc_bold).read_text())["coregistration_cost"]
     meta["qc"] = qc_figures
     tensors = {"fmri": fmri, "smri": np.load(t1w), "mask": run_mask.astype(np.uint8)}
-    if brain:
-        tensors["brain_mask"] = np.load(brain).astype(np.uint8)
+    if brain_grid:
+        tensors["brain_mask"] = np.load(brain_grid).astype(np.uint8)
     tensors.update({name: np.load(path) * run_mask for name, path in sorted(maps.items())})  # 0 outside, as fmri
     entry = TensorCache(Path(cache_dir)).put(key, tensors, meta)
     log.info("cached %s (%s)", entry.key[:12], meta.get("source_bold"))

@@ -261,7 +261,13 @@ def grey_matter_grid(t1w_grid: str, mask_grid: str, resolution_mm: float, out_di
     from m2m_bids.preproc.maps import grey_matter_probability
 
     out = Path(out_dir) / "gm_grid.npy"
-    np.save(out, grey_matter_probability(np.load(t1w_grid), np.load(mask_grid), spacing_mm=resolution_mm))
+    try:
+        gm = grey_matter_probability(np.load(t1w_grid), np.load(mask_grid), spacing_mm=resolution_mm)
+    except ValueError as err:
+        raise AppError(f"grey-matter segmentation of the T1w failed: {err}", ExitCode.DATA_ERROR, path=t1w_grid,
+                       hint="the T1w may cover too little of the brain (see the QC figures of the participant's "
+                            "other runs); exclude the participant") from err
+    np.save(out, gm)
     return str(out)
 
 
