@@ -114,7 +114,7 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
     fwhm: Annotated[Optional[float], typer.Option(
         "--fwhm", min=0, rich_help_panel=P_PRE, help="Smoothing kernel FWHM in mm (default: 6).")] = None,
     registration: Annotated[Optional[str], typer.Option(
-        "--registration", rich_help_panel=P_PRE, help="T1w -> MNI transform: rigid, affine or syn (default: affine).")] = None,
+        "--registration", rich_help_panel=P_PRE, help="T1w -> MNI transform: rigid, affine or syn (default: syn).")] = None,
     dummy_scans: Annotated[Optional[int], typer.Option(
         "--dummy-scans", min=0, rich_help_panel=P_PRE, help="Initial BOLD volumes to drop (default: 0).")] = None,
     slice_time_ref: Annotated[Optional[float], typer.Option(

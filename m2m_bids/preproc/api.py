@@ -111,7 +111,9 @@ def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfi
     error = _error_from_crashes(crash_dir) or AppError(
         f"preprocessing of sub-{label} failed", ExitCode.FAILURE, path=str(crash_dir),
         hint="read the crash file(s) in that folder; rerun to resume from the nipype work directory")
-    log.error("sub-%s: %s", label, error.render())
+    if f"sub-{label}" not in error.message:  # errors raised inside nodes do not know the participant
+        error = AppError(f"sub-{label}: {error.message}", error.code, path=error.path, hint=error.hint)
+    log.error("%s", error.render())
     return ParticipantResult(label, error=error)
 
 
