@@ -14,6 +14,7 @@ peak RSS on 2 cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -161,7 +162,7 @@ def run_stages(t1_path: Path, bold_path: Path, meta: dict, work: Path, threads: 
     coreg, qc_bold = stage("coregister_bold", steps.rigid_coregister, boldref, t1p, brain, 0)
     grid = stage("resample_bold", steps.bold_to_grid, stc, motion, coreg, tx, res, shape)
     smoothed = stage("smooth_bold", steps.smooth_grid, grid, 6.0, res)
-    gm = stage("grey_matter", steps.grey_matter_grid, t1g, maskg, res)
+    gm = stage("grey_matter", functools.partial(steps.grey_matter_grid, brain_grid=brain_grid), t1g, maskg, res)
     alff, falff, mean = stage("bold_maps", steps.bold_maps, smoothed, maskg, 2.0, [0.01, 0.08])
     stage("store_cache", sink.store_run, "ab" * 32, str(work / "cache"), json.dumps({"participant": "01"}), t1g,
           maskg, smoothed, motion, stc_record, True, {"gm": gm, "alff": alff, "falff": falff, "bold_mean": mean},

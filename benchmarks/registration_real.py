@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def run_participant(t1w: Path, out: Path, threads: int, methods: list[str]) -> d
         folder = work / method
         folder.mkdir(exist_ok=True)
         start = time.perf_counter()
-        transform = steps.t1w_register(prepared, brain, method, RES, SHAPE, threads, 0, str(folder))
+        transform = steps.t1w_register(prepared, brain, method, RES, SHAPE, 0, str(folder))
         row[f"{method}_s"] = round(time.perf_counter() - start, 1)
         *_, qc = steps.t1w_to_grid(prepared, brain, record, transform, RES, SHAPE, str(folder))
         for name, value in json.loads(Path(qc).read_text()).items():
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--participants", nargs="*", default=None)
     parser.add_argument("--out", type=Path, default=Path("/tmp/m2m-reg-real"))
     args = parser.parse_args()
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"  # as the pipeline runs ANTs (reproducible)
     files = sorted(args.bids.glob("sub-*/anat/*_T1w.nii.gz"))
     if args.participants:
         files = [f for f in files if f.name.split("_")[0] in {f"sub-{p}" for p in args.participants}]

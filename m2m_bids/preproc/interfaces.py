@@ -289,6 +289,7 @@ class PetToGrid(_StepInterface):
 class _GreyMatterIn(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="T1w on the grid (.npy)")
     mask = File(exists=True, mandatory=True, desc="brain mask on the grid (.npy)")
+    brain = File(exists=True, desc="the T1w's own brain mask on the grid (.npy; raw input)")
     resolution_mm = traits.Float(mandatory=True)
 
 
@@ -305,7 +306,8 @@ class GreyMatter(_StepInterface):
         from m2m_bids.preproc.steps import grey_matter_grid
 
         i = self.inputs
-        return grey_matter_grid(i.t1w, i.mask, i.resolution_mm, out_dir)
+        return grey_matter_grid(i.t1w, i.mask, i.resolution_mm, out_dir,
+                                brain_grid=i.brain if isdefined(i.brain) else None)
 
 
 class _BoldMapsIn(BaseInterfaceInputSpec):

@@ -256,13 +256,18 @@ def smooth_grid(in_file: str, fwhm_mm: float, resolution_mm: float, out_dir: str
 
 
 # -- per-run maps ----------------------------------------------------------------------------------
-def grey_matter_grid(t1w_grid: str, mask_grid: str, resolution_mm: float, out_dir: str) -> str:
-    """GM probability (Atropos 3-class k-means) of the T1w on the grid, inside the brain mask."""
+def grey_matter_grid(t1w_grid: str, mask_grid: str, resolution_mm: float, out_dir: str,
+                     brain_grid: str | None = None) -> str:
+    """GM probability (Atropos 3-class k-means) of the T1w on the grid, inside the brain mask (and
+    inside the T1w's own extracted brain when given: outside it there is no tissue to classify)."""
     from m2m_bids.preproc.maps import grey_matter_probability
 
     out = Path(out_dir) / "gm_grid.npy"
+    mask = np.load(mask_grid) > 0
+    if brain_grid is not None:
+        mask &= np.load(brain_grid) > 0
     try:
-        gm = grey_matter_probability(np.load(t1w_grid), np.load(mask_grid), spacing_mm=resolution_mm)
+        gm = grey_matter_probability(np.load(t1w_grid), mask, spacing_mm=resolution_mm)
     except ValueError as err:
         raise AppError(f"grey-matter segmentation of the T1w failed: {err}", ExitCode.DATA_ERROR, path=t1w_grid,
                        hint="the T1w may cover too little of the brain (see the QC figures of the participant's "

@@ -194,7 +194,7 @@ def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardiz
     mapping = [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("bold_smoothed", "bold"), ("motion", "motion"),
                ("stc_record", "stc_record")] + ([("pet_grid", "pet")] if with_pet else [])
     wf.connect([
-        (inputnode, grey, [("t1w_grid", "t1w"), ("mask_grid", "mask")]),
+        (inputnode, grey, [("t1w_grid", "t1w"), ("mask_grid", "mask")] + ([("brain_grid", "brain")] if raw else [])),
         (inputnode, bold_maps, [("bold_smoothed", "bold"), ("mask_grid", "mask")]),
         (inputnode, store, mapping + qc_mapping),
         (grey, store, [("gm", "gm")]),

@@ -64,6 +64,11 @@ def test_refusal_names_participant_figure_and_threshold_unless_overridden(tmp_pa
         table = write_participant_qc(out, label, [entry])
         assert (out / f"sub-{label}" / "figures" / f"sub-{label}_desc-regqc_T1w.png").stat().st_size > 1000
         assert pd.read_csv(table, sep="\t")["passed"].tolist() == [label == "01"]
+    from m2m_bids.reports.participant import render_participant
+
+    html = render_participant(out, "04", [], "m2m", in_training=False).read_text()
+    assert "Preprocessing quality control" in html and "template_coverage" in html and "0.150" in html
+    assert "sub-04_desc-regqc_T1w.png" in html  # the overlay figure
     group = pd.read_csv(write_group_qc(out), sep="\t")
     assert group["participant_id"].tolist() == ["sub-01", "sub-04"]
     assert group["template_coverage"].tolist() == [1.0, 0.15]
