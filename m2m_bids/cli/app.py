@@ -117,7 +117,7 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
     fwhm: Annotated[Optional[float], typer.Option(
         "--fwhm", min=0, rich_help_panel=P_PRE, help="Smoothing kernel FWHM in mm (default: 6).", metavar="MM")] = None,
     registration: Annotated[Optional[str], typer.Option(
-        "--registration", rich_help_panel=P_PRE, help="T1w -> MNI transform: rigid, affine or syn (default: affine).", metavar="TYPE")] = None,
+        "--registration", rich_help_panel=P_PRE, help="T1w -> MNI transform: rigid, affine or syn (default: syn).", metavar="TYPE")] = None,
     dummy_scans: Annotated[Optional[int], typer.Option(
         "--dummy-scans", min=0, rich_help_panel=P_PRE, help="Initial BOLD volumes to drop (default: 0).", metavar="N")] = None,
     slice_time_ref: Annotated[Optional[float], typer.Option(
@@ -125,6 +125,9 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         help="Slice-timing reference as a fraction of TR (default: 0.5).", metavar="FRAC")] = None,
     save_preproc: Annotated[Optional[bool], typer.Option(
         "--save-preproc", rich_help_panel=P_PRE, help="Also write preprocessed T1w/BOLD NIfTIs and QC figures.")] = None,
+    qc_override: Annotated[Optional[bool], typer.Option(
+        "--qc-override", rich_help_panel=P_PRE,
+        help="Use participants that fail registration/coverage QC (by default they are refused, exit 65).")] = None,
     arch: Annotated[Optional[str], typer.Option(
         "--arch", rich_help_panel=P_TRAIN, help="Model architecture (default: m2m).", metavar="ARCH")] = None,
     modalities: Annotated[Optional[list[str]], typer.Option(
@@ -211,6 +214,7 @@ def run_app(  # noqa: PLR0913 - one parameter per documented option is the point
         "execution.stop_on_first_crash": stop_on_first_crash,
         "execution.dry_run": dry_run,
         "execution.save_preproc": save_preproc,
+        "execution.qc_override": qc_override,
         "execution.model": str(model) if model else None,
         "execution.allow_training_participants": allow_training_participants,
         "execution.verbosity": verbose or None,

@@ -75,7 +75,25 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
         _run_workflow(todo, cfg)
         for label, plans in todo.items():
             results[label] = _collect(label, plans, cache, cfg)
-    return [results[p.label] for p in participants]
+    ordered = [results[p.label] for p in participants]
+    _quality_control(ordered, cfg)
+    return ordered
+
+
+def _quality_control(results: list[ParticipantResult], cfg: RunConfig) -> None:
+    """QC tables and figures of every preprocessed participant; refuse those below the thresholds
+    (their result gets the error, exit 65) unless ``--qc-override``."""
+    from m2m_bids.preproc.qcreport import apply_qc, write_group_qc, write_participant_qc
+
+    output_dir = cfg.execution.output_dir
+    checked = [r for r in results if r.error is None and r.entries]
+    for result in checked:
+        write_participant_qc(output_dir, result.label, result.entries)
+        refusal = apply_qc(result.label, result.entries, cfg.execution.qc_override)
+        if refusal is not None:
+            result.error, result.entries = refusal, []
+    if checked:
+        write_group_qc(output_dir)
 
 
 def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
@@ -99,7 +117,9 @@ def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfi
     error = _error_from_crashes(crash_dir) or AppError(
         f"preprocessing of sub-{label} failed", ExitCode.FAILURE, path=str(crash_dir),
         hint="read the crash file(s) in that folder; rerun to resume from the nipype work directory")
-    log.error("sub-%s: %s", label, error.render())
+    if f"sub-{label}" not in error.message:  # errors raised inside nodes do not know the participant
+        error = AppError(f"sub-{label}: {error.message}", error.code, path=error.path, hint=error.hint)
+    log.error("%s", error.render())
     return ParticipantResult(label, error=error)
 
 
@@ -150,12 +170,15 @@ def _error_from_crashes(crash_dir: Path) -> AppError | None:
 
 def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     """Build one graph for all participants to process and run it with the configured plugin."""
+    from m2m_bids.preproc.registration import ants_seed
     from m2m_bids.preproc.workflows import build_preproc_wf
 
     ex = cfg.execution
     os.environ.setdefault("NIPYPE_NO_ET", "1")
-    for name in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):  # ANTs/ITK and torch in workers
-        os.environ[name] = str(ex.threads)
+    # before the workers start: torch threads; ANTs single-threaded and seeded (reproducible, registration.py)
+    os.environ["OMP_NUM_THREADS"] = str(ex.threads)
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    os.environ["ANTS_RANDOM_SEED"] = str(ants_seed(ex.random_seed))
     work = ex.resolved_work_dir / "nipype"
     work.mkdir(parents=True, exist_ok=True)
     plans = [plan for runs in todo.values() for plan in runs]

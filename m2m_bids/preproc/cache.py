@@ -2,9 +2,10 @@
 
 Why this shape:
 
-* **Content-addressed.** The key is a sha256 over the identity of every input file (resolved path,
-  size, mtime) plus every preprocessing parameter plus the m2m_bids version, so a changed input or
-  option can never silently reuse stale tensors, and identical work is never repeated.
+* **Content-addressed.** The key is a sha256 over every input file (resolved path and the sha256
+  of its bytes, :mod:`m2m_bids.preproc.content_hash`) plus every preprocessing parameter plus the
+  m2m_bids version, so a changed input or option can never silently reuse stale tensors, and
+  identical work is never repeated.
 * **Memory-mappable, time first.** Images are float16 ``.npy`` files. The fMRI run is stored
   ``(T, X, Y, Z)`` (layout version :data:`LAYOUT`), so a training window of consecutive frames is one
   contiguous byte range of the mapped file: a 20-frame window of a 96^3 x 300 run reads its 35 MB,
@@ -36,12 +37,14 @@ from typing import Any
 import numpy as np
 
 from m2m_bids import __version__
+from m2m_bids.preproc.content_hash import ContentHashes, sha256_file
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-#: Bump when the tensors' content changes: old entries then simply miss.
-CACHE_FORMAT = 1
+#: Bump when the on-disk layout changes: old entries then simply miss. 2: content-hash key,
+#: ``brain_mask`` tensor and ``meta["qc"]`` figures.
+CACHE_FORMAT = 2
 #: fMRI array layout, recorded in the manifest as ``layout``: 1 = ``(X, Y, Z, T)`` (no field),
 #: 2 = ``(T, X, Y, Z)``. Older layouts are migrated in place on read, so the key stays the same.
 LAYOUT = 2
@@ -50,21 +53,13 @@ TENSOR_DTYPES: dict[str, np.dtype] = {
     "fmri": np.dtype(np.float16),
     "smri": np.dtype(np.float16),
     "mask": np.dtype(np.uint8),
+    "brain_mask": np.dtype(np.uint8),
     "gm": np.dtype(np.float16),
     "alff": np.dtype(np.float16),
     "falff": np.dtype(np.float16),
     "bold_mean": np.dtype(np.float16),
     "pet": np.dtype(np.float16),
 }
-_CHUNK = 1 << 22
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -107,19 +102,18 @@ def _write_time_first(time_last: np.ndarray, file: Path) -> np.ndarray:
     return np.load(file, mmap_mode="r", allow_pickle=False)
 
 
-def _file_identity(value: Any) -> Any:
-    """Identity of an input: for a file path its resolved path, size and mtime_ns; else the value."""
+def _file_identity(value: Any, hashes: ContentHashes) -> Any:
+    """Identity of an input: for a file path its resolved path and content sha256; else the value."""
     if isinstance(value, (list, tuple)):
-        return [_file_identity(v) for v in value]
+        return [_file_identity(v, hashes) for v in value]
     if isinstance(value, dict):
-        return {str(k): _file_identity(v) for k, v in sorted(value.items())}
+        return {str(k): _file_identity(v, hashes) for k, v in sorted(value.items())}
     if isinstance(value, os.PathLike) or (isinstance(value, str) and os.path.isfile(value)):
         path = Path(value).resolve()
         try:
-            stat = path.stat()
+            return {"path": str(path), "sha256": hashes.digest(path)}
         except OSError:
             return {"path": str(path), "missing": True}
-        return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return value
 
 
@@ -203,20 +197,25 @@ class TensorCache:
 
     # -- keys ----------------------------------------------------------------------------------
     @staticmethod
-    def make_key(inputs: dict[str, Any], params: dict[str, Any]) -> str:
+    def make_key(inputs: dict[str, Any], params: dict[str, Any], hashes: ContentHashes | None = None) -> str:
         """sha256 over input file identities + every preprocessing parameter + package version.
 
         ``inputs`` maps a role (``"t1w"``, ``"bold"``) to a path (or list of paths, or plain
         values such as a sidecar dict); ``params`` is every option that changes the tensors.
+        ``hashes`` remembers file digests (:meth:`content_hashes`); without it files are hashed.
         """
         payload = {
             "format": CACHE_FORMAT,
             "version": __version__,
-            "inputs": _file_identity(dict(inputs)),
+            "inputs": _file_identity(dict(inputs), hashes or ContentHashes(None)),
             "params": params,
         }
         text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def content_hashes(self) -> ContentHashes:
+        """The input-file digests remembered in this cache (``<root>/.hashes/``)."""
+        return ContentHashes(self.root / ".hashes")
 
     def entry_dir(self, key: str) -> Path:
         """Where the entry of ``key`` lives (whether or not it exists)."""
@@ -249,7 +248,7 @@ class TensorCache:
             file = folder / f"{name}.npy"
             if file.stat().st_size != info["bytes"]:
                 raise ValueError(f"{file.name} has {file.stat().st_size} bytes, manifest says {info['bytes']}")
-            if verify and _sha256_file(file) != info["sha256"]:
+            if verify and sha256_file(file) != info["sha256"]:
                 raise ValueError(f"{file.name} checksum mismatch")
         meta = dict(manifest["meta"])
         meta["tensors"] = manifest["tensors"]
@@ -351,7 +350,7 @@ class TensorCache:
                 handle.flush()
                 os.fsync(handle.fileno())
             info[name] = {"shape": list(data.shape), "dtype": data.dtype.str, "bytes": file.stat().st_size,
-                          "sha256": _sha256_file(file)}
+                          "sha256": sha256_file(file)}
         full_meta = dict(meta)
         full_meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         full_meta.setdefault("version", __version__)

@@ -50,21 +50,25 @@ class _StepInterface(SimpleInterface):
 class _T1wPrepareIn(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="raw T1w")
     resolution_mm = traits.Float(mandatory=True)
+    threads = traits.Int(1, usedefault=True)
 
 
 class _T1wPrepareOut(TraitedSpec):
     out_file = File(exists=True)
+    brain = File(exists=True, desc="brain mask on the prepared T1w's grid")
+    brain_record = File(exists=True, desc="brain extraction record (JSON)")
 
 
 class T1wPrepare(_StepInterface):
-    """Reorient, downsample, N4 bias-field correction, robust intensity clipping."""
+    """Reorient, brain extraction, downsample, N4 bias-field correction, robust intensity clipping."""
 
-    input_spec, output_spec, _outputs_names = _T1wPrepareIn, _T1wPrepareOut, ("out_file",)
+    input_spec, output_spec, _outputs_names = _T1wPrepareIn, _T1wPrepareOut, ("out_file", "brain", "brain_record")
 
     def _step(self, out_dir):
         from m2m_bids.preproc.steps import t1w_prepare
 
-        return t1w_prepare(self.inputs.in_file, self.inputs.resolution_mm, out_dir)
+        i = self.inputs
+        return t1w_prepare(i.in_file, i.resolution_mm, i.threads, out_dir)
 
 
 class _GridIn(BaseInterfaceInputSpec):
@@ -74,8 +78,8 @@ class _GridIn(BaseInterfaceInputSpec):
 
 class _T1wRegisterIn(_GridIn):
     in_file = File(exists=True, mandatory=True)
+    brain = File(exists=True, mandatory=True)
     method = traits.Enum("rigid", "affine", "syn", usedefault=True, default="affine")
-    threads = traits.Int(1, usedefault=True)
     seed = traits.Int(0, usedefault=True)
 
 
@@ -92,29 +96,34 @@ class T1wRegister(_StepInterface):
         from m2m_bids.preproc.steps import t1w_register
 
         i = self.inputs
-        return t1w_register(i.in_file, i.method, i.resolution_mm, list(i.grid_shape), i.threads, i.seed, out_dir)
+        return t1w_register(i.in_file, i.brain, i.method, i.resolution_mm, list(i.grid_shape), i.seed, out_dir)
 
 
 class _T1wToGridIn(_GridIn):
     in_file = File(exists=True, mandatory=True)
+    brain = File(exists=True, mandatory=True)
+    brain_record = File(exists=True, mandatory=True)
     transform = File(exists=True, mandatory=True)
 
 
 class _T1wToGridOut(TraitedSpec):
     t1w = File(exists=True)
     mask = File(exists=True)
+    brain = File(exists=True)
+    qc = File(exists=True, desc="anatomical QC figures (JSON)")
 
 
 class T1wToGrid(_StepInterface):
-    """Resample + mask + intensity-normalise the T1w on the output grid."""
+    """Resample + mask + intensity-normalise the T1w and its brain on the output grid; QC figures."""
 
-    input_spec, output_spec, _outputs_names = _T1wToGridIn, _T1wToGridOut, ("t1w", "mask")
+    input_spec, output_spec, _outputs_names = _T1wToGridIn, _T1wToGridOut, ("t1w", "mask", "brain", "qc")
 
     def _step(self, out_dir):
         from m2m_bids.preproc.steps import t1w_to_grid
 
         i = self.inputs
-        return t1w_to_grid(i.in_file, i.transform, i.resolution_mm, list(i.grid_shape), out_dir)
+        return t1w_to_grid(i.in_file, i.brain, i.brain_record, i.transform, i.resolution_mm, list(i.grid_shape),
+                           out_dir)
 
 
 # -- BOLD ------------------------------------------------------------------------------------------
@@ -194,20 +203,25 @@ class Motion(_StepInterface):
 class _CoregIn(BaseInterfaceInputSpec):
     moving = File(exists=True, mandatory=True, desc="boldref or mean PET")
     t1w = File(exists=True, mandatory=True)
-    threads = traits.Int(1, usedefault=True)
+    brain = File(exists=True, mandatory=True, desc="the T1w's brain mask (where the cost is measured)")
     seed = traits.Int(0, usedefault=True)
 
 
-class Coregister(_StepInterface):
-    """Rigid mean-BOLD or mean-PET -> T1w registration (ANTs, mutual information)."""
+class _CoregOut(TraitedSpec):
+    transform = File(exists=True)
+    qc = File(exists=True, desc="coregistration cost (JSON)")
 
-    input_spec, output_spec, _outputs_names = _CoregIn, _TransformOut, ("transform",)
+
+class Coregister(_StepInterface):
+    """Rigid mean-BOLD or mean-PET -> T1w registration (ANTs, mutual information) and its cost."""
+
+    input_spec, output_spec, _outputs_names = _CoregIn, _CoregOut, ("transform", "qc")
 
     def _step(self, out_dir):
         from m2m_bids.preproc.steps import rigid_coregister
 
         i = self.inputs
-        return rigid_coregister(i.moving, i.t1w, i.threads, i.seed, out_dir)
+        return rigid_coregister(i.moving, i.t1w, i.brain, i.seed, out_dir)
 
 
 class _BoldToGridIn(_GridIn):
@@ -287,6 +301,7 @@ class PetToGrid(_StepInterface):
 class _GreyMatterIn(BaseInterfaceInputSpec):
     t1w = File(exists=True, mandatory=True, desc="T1w on the grid (.npy)")
     mask = File(exists=True, mandatory=True, desc="brain mask on the grid (.npy)")
+    brain = File(exists=True, desc="the T1w's own brain mask on the grid (.npy; raw input)")
     resolution_mm = traits.Float(mandatory=True)
 
 
@@ -303,7 +318,8 @@ class GreyMatter(_StepInterface):
         from m2m_bids.preproc.steps import grey_matter_grid
 
         i = self.inputs
-        return grey_matter_grid(i.t1w, i.mask, i.resolution_mm, out_dir)
+        return grey_matter_grid(i.t1w, i.mask, i.resolution_mm, out_dir,
+                                brain_grid=i.brain if isdefined(i.brain) else None)
 
 
 class _BoldMapsIn(BaseInterfaceInputSpec):
@@ -346,6 +362,9 @@ class _StoreIn(BaseInterfaceInputSpec):
     falff = File(exists=True, mandatory=True)
     bold_mean = File(exists=True, mandatory=True)
     pet = File(exists=True, desc="the session's PET on the grid (.npy), when it has one")
+    brain = File(exists=True, desc="the T1w's brain mask on the grid (.npy; raw input)")
+    qc_anat = File(exists=True, desc="anatomical QC figures (JSON; raw input)")
+    qc_bold = File(exists=True, desc="BOLD -> T1w coregistration cost (JSON; raw input)")
     standardize = traits.Bool(True, usedefault=True)
 
 
@@ -365,8 +384,10 @@ class StoreRun(_StepInterface):
         maps = {"gm": i.gm, "alff": i.alff, "falff": i.falff, "bold_mean": i.bold_mean}
         if isdefined(i.pet):
             maps["pet"] = i.pet
+        optional = {arg: getattr(i, name) for name, arg in (("brain", "brain_grid"), ("qc_anat", "qc_anat"),
+                                                            ("qc_bold", "qc_bold")) if isdefined(getattr(i, name))}
         return store_run(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.bold, i.motion, i.stc_record, i.standardize,
-                         maps=maps)
+                         maps=maps, **optional)
 
 
 class _DerivIn(BaseInterfaceInputSpec):

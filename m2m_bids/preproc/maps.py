@@ -48,8 +48,11 @@ def grey_matter_probability(t1w: np.ndarray, mask: np.ndarray, *, spacing_mm: fl
     spacing = (float(spacing_mm),) * 3
     image = ants.from_numpy(scaled, spacing=spacing)
     ants_mask = ants.from_numpy(inside.astype(np.float32), spacing=spacing)
-    result = ants.atropos(a=image, x=ants_mask, i=f"kmeans[{N_TISSUE_CLASSES}]", m=f"[{mrf},1x1x1]",
-                          c=f"[{iterations},0]", priorweight=0.0)
+    try:
+        result = ants.atropos(a=image, x=ants_mask, i=f"kmeans[{N_TISSUE_CLASSES}]", m=f"[{mrf},1x1x1]",
+                              c=f"[{iterations},0]", priorweight=0.0, r=0)  # r=0: fixed seed, reproducible
+    except Exception as err:  # noqa: BLE001 - antspy raises a bare Exception for a failed Atropos
+        raise ValueError(f"Atropos failed on {int(inside.sum())} brain voxels: {err}") from err
     labels = result["segmentation"].numpy()
     probs = [p.numpy() for p in result["probabilityimages"]]
     means = [float(scaled[labels == k + 1].mean()) if (labels == k + 1).any() else np.inf

@@ -56,6 +56,12 @@ def preproc_params(cfg: RunConfig) -> dict[str, Any]:
     return cfg.preproc.model_dump(mode="json", exclude=set(ACCEPTANCE_ONLY))
 
 
+def reproducibility_inputs(cfg: RunConfig) -> dict[str, int]:
+    """Run settings outside ``preproc`` that change the tensors' bytes (cache-key inputs): the seed
+    (ANTs metric sampling) and the torch thread count (float sums in another order)."""
+    return {"random_seed": cfg.execution.random_seed, "threads": cfg.execution.threads}
+
+
 def _check_bold_header(run: BoldRun, min_volumes: int, dummy_scans: int) -> None:
     try:
         shape = nib.load(str(run.path)).shape
@@ -81,6 +87,7 @@ def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[Run
     fmriprep_dir = find_fmriprep_dir(ex.bids_dir, ex.derivatives)
     params = preproc_params(cfg)
     grid = make_grid(pp.resolution_mm, pp.grid_shape)
+    hashes = TensorCache(ex.resolved_cache_dir).content_hashes()
     plans: list[RunPlan] = []
     sessions: tuple[SessionInputs, ...] = participant.sessions
     if not any(s.bold_runs for s in sessions):
@@ -92,13 +99,14 @@ def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[Run
             prep = match_run(fmriprep_dir, run.path, run.entities) if fmriprep_dir else None
             metadata = {k: run.metadata.get(k) for k in KEY_METADATA}
             metadata["RepetitionTime"] = run.repetition_time
-            inputs: dict[str, Any] = {"t1w": session.t1w, "bold": run.path, "metadata": metadata}
+            inputs: dict[str, Any] = {"t1w": session.t1w, "bold": run.path, "metadata": metadata,
+                                      "execution": reproducibility_inputs(cfg)}
             if prep is not None:
                 inputs["fmriprep"] = [prep.bold, prep.t1w, prep.mask, prep.t1w_mask, prep.confounds]
             if session.pet is not None:
                 inputs["pet"] = session.pet.path
                 inputs["pet_frame_durations"] = session.pet.frame_durations
-            key = TensorCache.make_key(inputs, params)
+            key = TensorCache.make_key(inputs, params, hashes)
             meta = {
                 "participant": participant.label, "session": session.session,
                 "task": run.entities.get("task"), "run": run.entities.get("run"),

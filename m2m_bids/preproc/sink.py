@@ -22,11 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bold: str, motion: str,
-              stc_record: str, standardize: bool, maps: dict[str, str]) -> str:
+              stc_record: str, standardize: bool, maps: dict[str, str], brain_grid: str | None = None,
+              qc_anat: str | None = None, qc_bold: str | None = None) -> str:
     """Write the cache entry of one run; returns its folder. The brain mask is restricted to the
     voxels the BOLD field of view covers (a partial-coverage EPI leaves the rest at zero).
     ``maps`` names the per-run ``.npy`` maps (:mod:`m2m_bids.preproc.maps`, and the session's PET),
-    stored zero outside that run mask like every tensor of the entry."""
+    stored zero outside that run mask like every tensor of the entry. Raw input also brings the
+    T1w's own brain mask on the grid (stored whole as ``brain_mask``) and the QC figures
+    (``meta["qc"]``, :mod:`m2m_bids.preproc.regqc`)."""
     from m2m_bids.preproc.maps import coverage_mask
     from m2m_bids.preproc.steps import read_motion
 
@@ -48,7 +51,13 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
         "n_volumes": int(fmri.shape[-1]),
         "brain_voxels": int(run_mask.sum()),
     })
+    qc_figures: dict[str, Any] = json.loads(Path(qc_anat).read_text()) if qc_anat else {}
+    if qc_bold:
+        qc_figures["bold_t1w_cost"] = json.loads(Path(qc_bold).read_text())["coregistration_cost"]
+    meta["qc"] = qc_figures
     tensors = {"fmri": fmri, "smri": np.load(t1w), "mask": run_mask.astype(np.uint8)}
+    if brain_grid:
+        tensors["brain_mask"] = np.load(brain_grid).astype(np.uint8)
     tensors.update({name: np.load(path) * run_mask for name, path in sorted(maps.items())})  # 0 outside, as fmri
     entry = TensorCache(Path(cache_dir)).put(key, tensors, meta)
     log.info("cached %s (%s)", entry.key[:12], meta.get("source_bold"))

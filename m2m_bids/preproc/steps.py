@@ -28,28 +28,37 @@ def registration_resolution(resolution_mm: float) -> float:
 
 
 # -- T1w -------------------------------------------------------------------------------------------
-def t1w_prepare(t1w: str, resolution_mm: float, out_dir: str) -> str:
-    """Reorient to RAS, downsample to the registration resolution, N4 bias-correct, clip outliers."""
+def t1w_prepare(t1w: str, resolution_mm: float, threads: int, out_dir: str) -> tuple[str, str, str]:
+    """Reorient to RAS, extract the brain, downsample to the registration resolution, N4
+    bias-correct, clip outliers. Returns (prepared T1w, its brain mask, brain record JSON)."""
+    from m2m_bids.preproc.brain import brain_mask
     from m2m_bids.preproc.registration import bias_correct
 
     img = images.load_ras(t1w, ndim=3)
     if min(img.shape) < 4:
         raise AppError(f"the T1w is too small to register ({img.shape})", ExitCode.DATA_ERROR, path=t1w,
                        hint="provide a whole-brain T1w image")
-    prepared = bias_correct(img, registration_resolution(resolution_mm))
-    out = Path(out_dir) / "t1w_prepared.nii"
+    brain, stripped = brain_mask(img, threads)
+    if not brain.any():
+        raise AppError("brain extraction found no brain in the T1w", ExitCode.DATA_ERROR, path=t1w,
+                       hint="check that the file is a T1-weighted head scan (view it); exclude the participant otherwise")
+    prepared, brain_prepared = bias_correct(img, brain, registration_resolution(resolution_mm))
+    out, out_brain, record = (Path(out_dir) / name for name in ("t1w_prepared.nii", "t1w_brain.nii", "brain.json"))
     nib.save(prepared, str(out))
-    return str(out)
+    nib.save(nib.Nifti1Image(brain_prepared.astype(np.uint8), prepared.affine), str(out_brain))
+    volume_ml = float(brain.sum() * abs(np.linalg.det(img.affine[:3, :3]))) / 1000.0
+    record.write_text(json.dumps({"already_skull_stripped": bool(stripped), "brain_volume_ml": round(volume_ml, 1)}))
+    return str(out), str(out_brain), str(record)
 
 
-def t1w_register(t1w_prepared: str, method: str, resolution_mm: float, grid_shape: list[int],
-                 threads: int, seed: int, out_dir: str) -> str:
-    """T1w -> template registration; saves the pull map (and SyN grid coordinates) as ``.npz``."""
+def t1w_register(t1w_prepared: str, brain: str, method: str, resolution_mm: float, grid_shape: list[int],
+                 seed: int, out_dir: str) -> str:
+    """T1w brain -> template registration; saves the pull map (and SyN grid coordinates) as ``.npz``."""
     from m2m_bids.preproc.registration import register_t1w_to_template
 
     grid = make_grid(resolution_mm, grid_shape)
-    reg = register_t1w_to_template(nib.load(t1w_prepared), method, registration_resolution(resolution_mm),
-                                   grid, threads=threads, seed=seed)
+    reg = register_t1w_to_template(nib.load(t1w_prepared), np.asarray(nib.load(brain).dataobj) > 0, method,
+                                   registration_resolution(resolution_mm), grid, seed=seed)
     out = Path(out_dir) / "t1w_to_template.npz"
     arrays: dict[str, Any] = {"matrix": reg.matrix}
     if reg.coords is not None:
@@ -64,24 +73,49 @@ def load_transform(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         return data["matrix"], (data["coords"] if "coords" in data else None)
 
 
-def t1w_to_grid(t1w_prepared: str, transform: str, resolution_mm: float, grid_shape: list[int],
-                out_dir: str) -> tuple[str, str]:
-    """Resample the T1w onto the grid, mask it (template brain mask within the T1w's field of view),
-    and z-score its intensities inside the mask. Returns (t1w.npy, mask.npy)."""
-    from m2m_bids.preproc.resample import normalise_intensity, resample_series
+def skull_stripped_intensity(t1w: np.ndarray, mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Robust z-score of the T1w inside its own brain; voxels of ``mask`` outside the brain (CSF,
+    meninges, skull at the edge of the template mask) take the darkest brain value, as in the
+    brain-only template, and everything outside ``mask`` is 0."""
+    from m2m_bids.preproc.resample import normalise_intensity
+
+    inside = (mask > 0) & (brain > 0)
+    if not inside.any():
+        return normalise_intensity(t1w, mask)
+    out = normalise_intensity(t1w, inside)
+    out[(mask > 0) & ~inside] = float(out[inside].min())
+    return out
+
+
+def t1w_to_grid(t1w_prepared: str, brain: str, brain_record: str, transform: str, resolution_mm: float,
+                grid_shape: list[int], out_dir: str) -> tuple[str, str, str, str]:
+    """Resample the T1w and its brain mask onto the grid, mask the T1w (template brain mask within
+    the T1w's field of view), z-score it inside the mask, and measure the registration QC figures
+    (:mod:`m2m_bids.preproc.regqc`). Returns (t1w.npy, mask.npy, brain.npy, qc.json)."""
+    from m2m_bids.preproc.regqc import anatomical_qc
+    from m2m_bids.preproc.resample import resample_series
 
     grid = make_grid(resolution_mm, grid_shape)
     img = nib.load(t1w_prepared)
     matrix, coords = load_transform(transform)
+    pull = (np.eye(4) if coords is not None else matrix)[None]  # SyN coords already hold the whole map
     data = np.asarray(img.dataobj, dtype=np.float32)
-    t1 = resample_series(data, img.affine, grid, matrix[None], coords=coords)
-    coverage = resample_series(np.ones_like(data), img.affine, grid, matrix[None], coords=coords) > 0.5
-    mask = (grid_template("mask", grid) > 0) & coverage
-    t1n = normalise_intensity(t1, mask)
-    out_t1, out_mask = Path(out_dir) / "t1w_grid.npy", Path(out_dir) / "mask_grid.npy"
+    t1 = resample_series(data, img.affine, grid, pull, coords=coords)
+    coverage = resample_series(np.ones_like(data), img.affine, grid, pull, coords=coords) > 0.5
+    brain_grid = resample_series(np.asarray(nib.load(brain).dataobj, dtype=np.float32), img.affine, grid,
+                                 pull, coords=coords) > 0.5
+    template_mask = grid_template("mask", grid) > 0
+    mask = template_mask & coverage
+    t1n = skull_stripped_intensity(t1, mask, brain_grid)
+    figures = anatomical_qc(t1n, grid_template("t1", grid), template_mask, coverage, brain_grid)
+    figures.update(json.loads(Path(brain_record).read_text()))
+    names = ("t1w_grid.npy", "mask_grid.npy", "brain_grid.npy", "qc_anat.json")
+    out_t1, out_mask, out_brain, out_qc = (Path(out_dir) / name for name in names)
     np.save(out_t1, t1n.astype(np.float32))
     np.save(out_mask, mask.astype(np.uint8))
-    return str(out_t1), str(out_mask)
+    np.save(out_brain, brain_grid.astype(np.uint8))
+    out_qc.write_text(json.dumps(figures, sort_keys=True))
+    return str(out_t1), str(out_mask), str(out_brain), str(out_qc)
 
 
 # -- BOLD ------------------------------------------------------------------------------------------
@@ -193,15 +227,28 @@ def read_motion(path: str) -> np.ndarray:
     return np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2)
 
 
-def rigid_coregister(moving: str, t1w_prepared: str, threads: int, seed: int, out_dir: str) -> str:
+def rigid_coregister(moving: str, t1w_prepared: str, brain: str, seed: int, out_dir: str) -> tuple[str, str]:
     """Rigid moving image (boldref, mean PET) -> T1w (ANTs, mutual information); saves the
-    T1w -> moving pull map as ``t1w_to_moving.npy``."""
+    T1w -> moving pull map as ``t1w_to_moving.npy`` and its cost (1 - normalised mutual
+    information of the two images inside the T1w's brain, :mod:`m2m_bids.preproc.regqc`) as JSON."""
+    from m2m_bids.preproc.regqc import normalised_mutual_information
     from m2m_bids.preproc.registration import register_rigid_to_t1w
+    from m2m_bids.preproc.resample import resample_series
 
-    matrix = register_rigid_to_t1w(nib.load(moving), nib.load(t1w_prepared), threads=threads, seed=seed)
+    moving_img, t1w = nib.load(moving), nib.load(t1w_prepared)
+    matrix = register_rigid_to_t1w(moving_img, t1w, seed=seed)
     out = Path(out_dir) / "t1w_to_moving.npy"
     np.save(out, matrix)
-    return str(out)
+    grid = OutputGrid(shape=t1w.shape, affine=t1w.affine, resolution_mm=0.0)
+    source = np.asarray(moving_img.dataobj, dtype=np.float32)
+    moved = resample_series(source, moving_img.affine, grid, matrix[None])
+    covered = resample_series(np.ones_like(source), moving_img.affine, grid, matrix[None]) > 0.5
+    inside = covered & (np.asarray(nib.load(brain).dataobj) > 0)
+    nmi = (normalised_mutual_information(moved[inside], np.asarray(t1w.dataobj, dtype=np.float32)[inside])
+           if inside.sum() >= 100 else 0.0)
+    cost = Path(out_dir) / "coregistration_cost.json"
+    cost.write_text(json.dumps({"coregistration_cost": round(1.0 - nmi, 4)}))
+    return str(out), str(cost)
 
 
 def bold_to_grid(bold: str, motion: str, coreg: str, transform: str, resolution_mm: float,
@@ -235,12 +282,23 @@ def smooth_grid(in_file: str, fwhm_mm: float, resolution_mm: float, out_dir: str
 
 
 # -- per-run maps ----------------------------------------------------------------------------------
-def grey_matter_grid(t1w_grid: str, mask_grid: str, resolution_mm: float, out_dir: str) -> str:
-    """GM probability (Atropos 3-class k-means) of the T1w on the grid, inside the brain mask."""
+def grey_matter_grid(t1w_grid: str, mask_grid: str, resolution_mm: float, out_dir: str,
+                     brain_grid: str | None = None) -> str:
+    """GM probability (Atropos 3-class k-means) of the T1w on the grid, inside the brain mask (and
+    inside the T1w's own extracted brain when given: outside it there is no tissue to classify)."""
     from m2m_bids.preproc.maps import grey_matter_probability
 
     out = Path(out_dir) / "gm_grid.npy"
-    np.save(out, grey_matter_probability(np.load(t1w_grid), np.load(mask_grid), spacing_mm=resolution_mm))
+    mask = np.load(mask_grid) > 0
+    if brain_grid is not None:
+        mask &= np.load(brain_grid) > 0
+    try:
+        gm = grey_matter_probability(np.load(t1w_grid), mask, spacing_mm=resolution_mm)
+    except ValueError as err:
+        raise AppError(f"grey-matter segmentation of the T1w failed: {err}", ExitCode.DATA_ERROR, path=t1w_grid,
+                       hint="the T1w may cover too little of the brain (see the QC figures of the participant's "
+                            "other runs); exclude the participant") from err
+    np.save(out, gm)
     return str(out)
 
 

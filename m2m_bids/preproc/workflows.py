@@ -31,53 +31,57 @@ from m2m_bids.preproc import interfaces as ifc
 
 def init_anat_wf(*, resolution_mm: float, grid_shape: list[int], method: str, omp_nthreads: int, seed: int,
                  name: str = "anat_wf") -> pe.Workflow:
-    """T1w: reorient, N4, ANTs registration to the template, grid resampling, mask, z-score.
+    """T1w: reorient, brain extraction, N4, ANTs registration of the brain to the template, grid
+    resampling, mask, z-score, QC figures.
 
     Inputs: ``t1w``. Outputs: ``t1w_prepared`` (bias-corrected, registration resolution),
-    ``transform`` (template -> T1w), ``t1w_grid``/``mask_grid`` (``.npy`` on the output grid).
+    ``brain_prepared`` (its brain mask), ``transform`` (template -> T1w), ``t1w_grid``/``mask_grid``/
+    ``brain_grid`` (``.npy`` on the output grid), ``qc_anat`` (JSON).
     """
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["t1w"]), name="inputnode")
-    outputnode = pe.Node(IdentityInterface(fields=["t1w_prepared", "transform", "t1w_grid", "mask_grid"]),
+    outputnode = pe.Node(IdentityInterface(fields=["t1w_prepared", "brain_prepared", "transform", "t1w_grid",
+                                                   "mask_grid", "brain_grid", "qc_anat"]),
                          name="outputnode")
-    prepare = pe.Node(ifc.T1wPrepare(resolution_mm=resolution_mm), name="prepare_t1w", mem_gb=1.5)
+    prepare = pe.Node(ifc.T1wPrepare(resolution_mm=resolution_mm, threads=omp_nthreads), name="prepare_t1w",
+                      n_procs=omp_nthreads, mem_gb=2.0)
     register = pe.Node(ifc.T1wRegister(method=method, resolution_mm=resolution_mm, grid_shape=list(grid_shape),
-                                       threads=omp_nthreads, seed=seed),
-                       name="register_t1w", n_procs=omp_nthreads, mem_gb=1.5)
+                                       seed=seed),
+                       name="register_t1w", mem_gb=1.5)  # single-threaded ANTs: reproducible
     to_grid = pe.Node(ifc.T1wToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape)),
                       name="resample_t1w", mem_gb=0.5)
     wf.connect([
         (inputnode, prepare, [("t1w", "in_file")]),
-        (prepare, register, [("out_file", "in_file")]),
-        (prepare, to_grid, [("out_file", "in_file")]),
+        (prepare, register, [("out_file", "in_file"), ("brain", "brain")]),
+        (prepare, to_grid, [("out_file", "in_file"), ("brain", "brain"), ("brain_record", "brain_record")]),
         (register, to_grid, [("transform", "transform")]),
-        (prepare, outputnode, [("out_file", "t1w_prepared")]),
+        (prepare, outputnode, [("out_file", "t1w_prepared"), ("brain", "brain_prepared")]),
         (register, outputnode, [("transform", "transform")]),
-        (to_grid, outputnode, [("t1w", "t1w_grid"), ("mask", "mask_grid")]),
+        (to_grid, outputnode, [("t1w", "t1w_grid"), ("mask", "mask_grid"), ("brain", "brain_grid"),
+                               ("qc", "qc_anat")]),
     ])
     return wf
 
 
-def init_pet_wf(*, resolution_mm: float, grid_shape: list[int], omp_nthreads: int, seed: int,
+def init_pet_wf(*, resolution_mm: float, grid_shape: list[int], seed: int,
                 name: str = "pet_wf") -> pe.Workflow:
     """PET: frame average, rigid PET -> T1w (ANTs MI), one resampling to the grid, normalisation.
 
-    Inputs: ``pet``, ``frame_durations`` (list, may be empty), ``t1w_prepared``, ``transform``,
-    ``mask_grid``. Outputs: ``pet_grid`` (``.npy``, Arco et al. normalised, zero outside the mask).
+    Inputs: ``pet``, ``frame_durations`` (list, may be empty), ``t1w_prepared``, ``brain_prepared``,
+    ``transform``, ``mask_grid``. Outputs: ``pet_grid`` (``.npy``, Arco et al. normalised, zero outside the mask).
     """
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(fields=["pet", "frame_durations", "t1w_prepared", "transform",
-                                                  "mask_grid"]), name="inputnode")
+    inputnode = pe.Node(IdentityInterface(fields=["pet", "frame_durations", "t1w_prepared", "brain_prepared",
+                                                  "transform", "mask_grid"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=["pet_grid"]), name="outputnode")
     prepare = pe.Node(ifc.PetPrepare(), name="prepare_pet", mem_gb=0.5)
-    coreg = pe.Node(ifc.Coregister(threads=omp_nthreads, seed=seed), name="coregister_pet",
-                    n_procs=omp_nthreads, mem_gb=0.5)
+    coreg = pe.Node(ifc.Coregister(seed=seed), name="coregister_pet", mem_gb=0.5)
     to_grid = pe.Node(ifc.PetToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape)),
                       name="resample_pet", mem_gb=0.5)
     wf.connect([
         (inputnode, prepare, [("pet", "in_file"), ("frame_durations", "frame_durations")]),
         (prepare, coreg, [("out_file", "moving")]),
-        (inputnode, coreg, [("t1w_prepared", "t1w")]),
+        (inputnode, coreg, [("t1w_prepared", "t1w"), ("brain_prepared", "brain")]),
         (prepare, to_grid, [("out_file", "in_file")]),
         (coreg, to_grid, [("transform", "coreg")]),
         (inputnode, to_grid, [("transform", "transform"), ("mask_grid", "mask")]),
@@ -93,13 +97,15 @@ def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float,
                  name: str = "bold_wf") -> pe.Workflow:
     """BOLD: dummies, slice timing, motion, coregistration, one resampling to the grid, smoothing.
 
-    Inputs: ``bold``, ``metadata`` (sidecar JSON), ``t1w_prepared``, ``transform``.
-    Outputs: ``bold_smoothed`` (``.npy``), ``motion`` (TSV), ``stc_record`` (JSON).
+    Inputs: ``bold``, ``metadata`` (sidecar JSON), ``t1w_prepared``, ``brain_prepared``, ``transform``.
+    Outputs: ``bold_smoothed`` (``.npy``), ``motion`` (TSV), ``stc_record`` (JSON), ``qc_bold``
+    (coregistration cost, JSON).
     """
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(fields=["bold", "metadata", "t1w_prepared", "transform"]),
+    inputnode = pe.Node(IdentityInterface(fields=["bold", "metadata", "t1w_prepared", "brain_prepared", "transform"]),
                         name="inputnode")
-    outputnode = pe.Node(IdentityInterface(fields=["bold_smoothed", "motion", "stc_record"]), name="outputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["bold_smoothed", "motion", "stc_record", "qc_bold"]),
+                         name="outputnode")
     out_gb = 4.0 * grid_shape[0] * grid_shape[1] * grid_shape[2] * n_volumes / 1e9  # float32 series on the grid
     prepare = pe.Node(ifc.BoldPrepare(dummy_scans=dummy_scans, min_volumes=min_volumes), name="prepare_bold",
                       mem_gb=2 * bold_gb + 0.2)
@@ -108,8 +114,7 @@ def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float,
     motion = pe.Node(ifc.Motion(enabled=motion_correction, max_fd_mm=max_fd_mm, max_rotation_deg=max_rotation_deg),
                      name="estimate_motion", n_procs=omp_nthreads,
                      mem_gb=3 * bold_gb + 0.3)
-    coreg = pe.Node(ifc.Coregister(threads=omp_nthreads, seed=seed), name="coregister_bold",
-                    n_procs=omp_nthreads, mem_gb=0.5)
+    coreg = pe.Node(ifc.Coregister(seed=seed), name="coregister_bold", mem_gb=0.5)
     resample = pe.Node(ifc.BoldToGrid(resolution_mm=resolution_mm, grid_shape=list(grid_shape)),
                        name="resample_bold", n_procs=omp_nthreads, mem_gb=bold_gb + out_gb + 0.3)
     smooth = pe.Node(ifc.Smooth(fwhm_mm=fwhm_mm, resolution_mm=resolution_mm), name="smooth_bold",
@@ -121,7 +126,7 @@ def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float,
         (prepare, stc, [("out_file", "in_file")]),
         (prepare, motion, [("out_file", "in_file")]),
         (motion, coreg, [("boldref", "moving")]),
-        (inputnode, coreg, [("t1w_prepared", "t1w")]),
+        (inputnode, coreg, [("t1w_prepared", "t1w"), ("brain_prepared", "brain")]),
         (stc, resample, [("out_file", "in_file")]),
         (motion, resample, [("motion", "motion")]),
         (coreg, resample, [("transform", "coreg")]),
@@ -130,6 +135,7 @@ def init_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_mm: float,
         (smooth, outputnode, [("out_file", "bold_smoothed")]),
         (motion, outputnode, [("motion", "motion")]),
         (stc, outputnode, [("record", "stc_record")]),
+        (coreg, outputnode, [("qc", "qc_bold")]),
     ])
     return wf
 
@@ -163,7 +169,8 @@ def init_fmriprep_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_m
 
 def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardize: bool,
                    derivatives: dict[str, Any] | None, resolution_mm: float, repetition_time: float,
-                   alff_band_hz: list[float], with_pet: bool = False, name: str = "ds_run_wf") -> pe.Workflow:
+                   alff_band_hz: list[float], with_pet: bool = False, raw: bool = True,
+                   name: str = "ds_run_wf") -> pe.Workflow:
     """Outputs of one run: the per-run maps (GM probability, mALFF, fALFF, mean BOLD), the
     tensor-cache entry and, with ``derivatives`` info, NIfTIs + figures.
 
@@ -171,11 +178,14 @@ def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardiz
     maps, and from the smoothed series before the store node z-scores it (z-scoring erases ALFF).
 
     Inputs: ``t1w_grid``, ``mask_grid``, ``bold_smoothed``, ``motion``, ``stc_record`` (and
-    ``pet_grid`` ``with_pet``: the session's PET, stored with every run of the session).
-    Outputs: ``entry_dir``.
+    ``pet_grid`` ``with_pet``: the session's PET, stored with every run of the session; and
+    ``brain_grid``, ``qc_anat``, ``qc_bold`` for ``raw`` input, which brings its own brain mask and
+    QC figures). Outputs: ``entry_dir``.
     """
     wf = pe.Workflow(name=name)
-    fields = ["t1w_grid", "mask_grid", "bold_smoothed", "motion", "stc_record"] + (["pet_grid"] if with_pet else [])
+    qc_mapping = [("brain_grid", "brain"), ("qc_anat", "qc_anat"), ("qc_bold", "qc_bold")] if raw else []
+    fields = (["t1w_grid", "mask_grid", "bold_smoothed", "motion", "stc_record"] + (["pet_grid"] if with_pet else [])
+              + [source for source, _ in qc_mapping])
     inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=["entry_dir"]), name="outputnode")
     grey = pe.Node(ifc.GreyMatter(resolution_mm=resolution_mm), name="grey_matter", mem_gb=0.5)
@@ -187,9 +197,9 @@ def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardiz
     mapping = [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("bold_smoothed", "bold"), ("motion", "motion"),
                ("stc_record", "stc_record")] + ([("pet_grid", "pet")] if with_pet else [])
     wf.connect([
-        (inputnode, grey, [("t1w_grid", "t1w"), ("mask_grid", "mask")]),
+        (inputnode, grey, [("t1w_grid", "t1w"), ("mask_grid", "mask")] + ([("brain_grid", "brain")] if raw else [])),
         (inputnode, bold_maps, [("bold_smoothed", "bold"), ("mask_grid", "mask")]),
-        (inputnode, store, mapping),
+        (inputnode, store, mapping + qc_mapping),
         (grey, store, [("gm", "gm")]),
         (bold_maps, store, [("alff", "alff"), ("falff", "falff"), ("bold_mean", "bold_mean")]),
         (store, outputnode, [("entry_dir", "entry_dir")]),
@@ -239,15 +249,16 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
                             derivatives=derivatives_info(plan, cfg) if ex.save_preproc else None,
                             resolution_mm=pp.resolution_mm, repetition_time=plan.bold.repetition_time,
                             alff_band_hz=list(pp.alff_band_hz), with_pet=plan.pet is not None,
-                            name=f"ds_{run_name}_wf")
+                            raw=plan.fmriprep is None, name=f"ds_{run_name}_wf")
         if plan.pet is not None:  # PET always goes through the session's raw T1w (also with fMRIPrep BOLD)
             pet_key = f"pet_{_safe(plan.session or 'nosession')}_wf"
             if pet_key not in pet_wfs:
                 anat = session_anat_wf(plan)
-                pet_wfs[pet_key] = init_pet_wf(omp_nthreads=ex.threads, seed=ex.random_seed, name=pet_key, **grid)
+                pet_wfs[pet_key] = init_pet_wf(seed=ex.random_seed, name=pet_key, **grid)
                 pet_wfs[pet_key].inputs.inputnode.pet = str(plan.pet.path)
                 pet_wfs[pet_key].inputs.inputnode.frame_durations = plan.pet.frame_durations or []
                 wf.connect([(anat, pet_wfs[pet_key], [("outputnode.t1w_prepared", "inputnode.t1w_prepared"),
+                                                      ("outputnode.brain_prepared", "inputnode.brain_prepared"),
                                                       ("outputnode.transform", "inputnode.transform"),
                                                       ("outputnode.mask_grid", "inputnode.mask_grid")])])
             wf.connect([(pet_wfs[pet_key], ds, [("outputnode.pet_grid", "inputnode.pet_grid")])])
@@ -275,9 +286,13 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
                 {**plan.bold.metadata, "RepetitionTime": plan.bold.repetition_time}, sort_keys=True, default=str)
             wf.connect([
                 (anat_wf, bold_wf, [("outputnode.t1w_prepared", "inputnode.t1w_prepared"),
+                                    ("outputnode.brain_prepared", "inputnode.brain_prepared"),
                                     ("outputnode.transform", "inputnode.transform")]),
                 (anat_wf, ds, [("outputnode.t1w_grid", "inputnode.t1w_grid"),
-                               ("outputnode.mask_grid", "inputnode.mask_grid")]),
+                               ("outputnode.mask_grid", "inputnode.mask_grid"),
+                               ("outputnode.brain_grid", "inputnode.brain_grid"),
+                               ("outputnode.qc_anat", "inputnode.qc_anat")]),
+                (bold_wf, ds, [("outputnode.qc_bold", "inputnode.qc_bold")]),
             ])
         wf.connect([(bold_wf, ds, [("outputnode.bold_smoothed", "inputnode.bold_smoothed"),
                                    ("outputnode.motion", "inputnode.motion"),

@@ -118,7 +118,9 @@ def render_participant(output_dir: Path, label: str, sessions: list[SessionView]
         sections.append(_maps_section(view))
         sections.append(_states_section(view))
     qc = qc_figures(output_dir, label)
-    if qc:
-        sections.append("<h2>Preprocessing quality control</h2>" + "".join(figure(p, p.name) for p in qc))
+    qc_table = output_dir / f"sub-{label}" / "figures" / f"sub-{label}_desc-regqc_table.tsv"  # preproc/qcreport.py
+    if qc or qc_table.is_file():
+        rows = table(pd.read_csv(qc_table, sep="\t")) if qc_table.is_file() else ""
+        sections.append("<h2>Preprocessing quality control</h2>" + rows + "".join(figure(p, p.name) for p in qc))
     html = page(f"sub-{label}", f"m2m-bids participant report · model {model_id}", sections)
     return write_text_atomic(output_dir / f"sub-{label}.html", html)

@@ -28,8 +28,9 @@ def test_t1w_registration_error_below_1p5_mm(method: str) -> None:
     shape = (48, 57, 48)
     affine = subject_affine(shape, 4.0, flip_x=True)
     t1 = head_image(2.0, truth, shape, affine) + np.random.default_rng(0).normal(0, 5, shape)
-    prepared = bias_correct(nib.as_closest_canonical(nib.Nifti1Image(t1.astype(np.float32), affine)), 4.0)
-    reg = register_t1w_to_template(prepared, method, 4.0, make_grid(6.0, (16, 16, 16)), threads=2)
+    img = nib.as_closest_canonical(nib.Nifti1Image(t1.astype(np.float32), affine))
+    prepared, brain = bias_correct(img, np.asarray(img.dataobj) > 100, 4.0)  # the template is brain-only
+    reg = register_t1w_to_template(prepared, brain, method, 4.0, make_grid(6.0, (16, 16, 16)))
     mask = template_image("mask", 4.0)
     ijk = np.argwhere(np.asarray(mask.dataobj) > 0)
     mni = ijk @ mask.affine[:3, :3].T + mask.affine[:3, 3]
@@ -112,7 +113,7 @@ def test_syn_coordinates_match_known_transform() -> None:
     affine = subject_affine(shape, 4.0)
     t1 = head_image(2.0, truth, shape, affine)
     grid = make_grid(6.0, (16, 16, 16))
-    reg = register_t1w_to_template(nib.Nifti1Image(t1.astype(np.float32), affine), "syn", 4.0, grid, threads=2)
+    reg = register_t1w_to_template(nib.Nifti1Image(t1.astype(np.float32), affine), t1 > 0, "syn", 4.0, grid)
     assert reg.coords is not None and reg.coords.shape == (16, 16, 16, 3)
     inside = grid_template("mask", grid) > 0
     world = grid.world_coords()
