@@ -92,7 +92,7 @@ def _write_time_first(time_last: np.ndarray, file: Path) -> np.ndarray:
     """Write an ``(X, Y, Z, T)`` array as ``(T, X, Y, Z)`` in slabs of X (each read contiguous), fsynced."""
     out = np.lib.format.open_memmap(file, mode="w+", dtype=time_last.dtype,
                                     shape=(time_last.shape[-1], *time_last.shape[:-1]))
-    slab = max(1, _CHUNK * 16 // max(1, time_last[0].nbytes))
+    slab = max(1, (64 << 20) // max(1, time_last[0].nbytes))  # ~64 MB of X-slabs per write
     for x in range(0, time_last.shape[0], slab):
         out[:, x:x + slab] = np.moveaxis(np.asarray(time_last[x:x + slab]), -1, 0)
     out.flush()
@@ -276,7 +276,7 @@ class TensorCache:
                                      tmp / "fmri.npy")
             tensors = dict(meta["tensors"])
             tensors["fmri"] = {"shape": list(fmri.shape), "dtype": fmri.dtype.str,
-                               "bytes": (tmp / "fmri.npy").stat().st_size, "sha256": _sha256_file(tmp / "fmri.npy")}
+                               "bytes": (tmp / "fmri.npy").stat().st_size, "sha256": sha256_file(tmp / "fmri.npy")}
             plain = {k: v for k, v in meta.items() if k not in ("tensors", "layout")}
             _write_manifest(tmp, {"format": CACHE_FORMAT, "layout": LAYOUT, "key": key, "tensors": tensors,
                                   "meta": plain})
