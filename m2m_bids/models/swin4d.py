@@ -118,8 +118,9 @@ def shift_mask(grid: Grid4, win: Grid4, shift: Grid4) -> torch.Tensor | None:
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     """Dtype of the attention's queries: the autocast dtype when autocast is on, else ``x``'s."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):  # not on meta
+        return torch.get_autocast_dtype(device)
     return x.dtype
 
 

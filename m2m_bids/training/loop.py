@@ -61,7 +61,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 def compute_dtype(device: torch.device) -> torch.dtype:
     """The dtype inputs are given to the model in: the autocast dtype when autocast is on, else fp32."""
-    if torch.is_autocast_enabled(device.type):
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     return torch.float32
 
