@@ -14,6 +14,11 @@ docs) and ``compare.svg`` (ROC-AUC per fold and mean ± sd per arch).
 
 Training time is the wall time of the group level (cache verification, CV folds, final model,
 metrics figures; group explanations and report are switched off), on the ``--device`` given.
+
+``--train-seeds 0 1 2`` repeats every arch's group level with those ``--random-seed`` values on the
+same data (the dataset is generated with ``--seed``): each seed draws other folds and initial weights,
+so the spread over seeds is what a result would move by when rerun. With several seeds a row's
+``mean ± sd`` is over the seeds' cross-validated means; with one it is over that seed's folds.
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--app-preset", default="tiny", help="m2m --preset (grid, model size, epochs)")
     p.add_argument("--effect-size", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-seeds", type=int, nargs="+", default=None,
+                   help="--random-seed of the group runs (folds, weights); default: --seed")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="--omp-nthreads of every m2m run (1 keeps CPU runs fast on a busy machine)")
     p.add_argument("--pet", action="store_true", help="the synthetic dataset also has FDG PET (siamese reads it)")
     p.add_argument("--bids", type=Path, default=None,
                    help="an existing BIDS dataset instead of a synthetic one (--n-participants etc. ignored)")
@@ -76,12 +85,14 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[str]]:
     config = args.out_dir / "compare-config.toml"  # time training, not the group explanations/report
     extra = args.extra_config.read_text(encoding="utf-8") if args.extra_config else ""
     config.write_text("[interpret]\nreports = false\n" + extra, encoding="utf-8")
-    common = ["--config-file", str(config), "--preset", args.app_preset, "--random-seed", str(args.seed), "--classes", "CN,AD",
+    common = ["--config-file", str(config), "--preset", args.app_preset, "--classes", "CN,AD",
               "--cache-dir", str(args.out_dir / "cache"), "--work-dir", str(args.out_dir / "work"),
               "--device", args.device]
+    if args.threads:
+        common += ["--omp-nthreads", str(args.threads)]
     if args.participant_label:
         common += ["--participant-label", *args.participant_label]
-    run_m2m([str(bids), str(args.out_dir / "preprocessed"), "participant", *common])
+    run_m2m([str(bids), str(args.out_dir / "preprocessed"), "participant", *common, "--random-seed", str(args.seed)])
     return bids, common
 
 
@@ -96,26 +107,51 @@ def params_of(out: Path, arch: str) -> int | None:
     return None
 
 
-def train_one(args: argparse.Namespace, bids: Path, common: list[str], arch: str) -> dict[str, Any]:
-    """One group-level run of ``arch``; returns its row of the comparison table.
+def run_seed(args: argparse.Namespace, bids: Path, common: list[str], arch: str, seed: int) -> dict[str, Any]:
+    """One group-level run of ``arch`` with ``--random-seed seed``; its metrics and wall time.
 
-    A finished run (``runs/<arch>-seconds.txt`` beside its BIDS-Derivatives folder) is read back,
-    not retrained, so an interrupted comparison resumes where it stopped.
+    A finished run (``runs/<name>-seconds.txt`` beside its BIDS-Derivatives folder) is read back,
+    not retrained, so an interrupted comparison resumes where it stopped. The run of the data seed is
+    ``runs/<arch>``, others ``runs/<arch>-seed<k>``.
     """
-    out = args.out_dir / "runs" / arch
-    timing = args.out_dir / "runs" / f"{arch}-seconds.txt"
+    name = arch if seed == args.seed else f"{arch}-seed{seed}"
+    out = args.out_dir / "runs" / name
+    timing = args.out_dir / "runs" / f"{name}-seconds.txt"
     if not timing.is_file():
         started = time.perf_counter()
-        run_m2m([str(bids), str(out), "group", *common, "--arch", arch, "--folds", str(args.folds),
-                 "--epochs", str(args.epochs)])
+        run_m2m([str(bids), str(out), "group", *common, "--random-seed", str(seed), "--arch", arch,
+                 "--folds", str(args.folds), "--epochs", str(args.epochs)])
         timing.write_text(f"{time.perf_counter() - started:.1f}\n", encoding="utf-8")
-    seconds = float(timing.read_text(encoding="utf-8"))
     metrics = json.loads((out / "group" / "metrics.json").read_text())
-    row: dict[str, Any] = {"arch": arch, "params": params_of(out, arch), "train_seconds": round(seconds, 1)}
+    return {"out": out, "seconds": float(timing.read_text(encoding="utf-8")), "metrics": metrics}
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=float)
+    return float(np.mean(arr)), float(np.std(arr, ddof=1)) if len(arr) > 1 else float("nan")
+
+
+def train_one(args: argparse.Namespace, bids: Path, common: list[str], arch: str) -> dict[str, Any]:
+    """Every ``--train-seeds`` run of ``arch``; returns its row of the comparison table."""
+    seeds = args.train_seeds or [args.seed]
+    runs = [run_seed(args, bids, common, arch, seed) for seed in seeds]
+    row: dict[str, Any] = {"arch": arch, "params": params_of(runs[0]["out"], arch), "seeds": len(seeds),
+                           "train_seconds": round(sum(r["seconds"] for r in runs) / len(runs), 1)}
     for name in ("roc_auc", "pr_auc", "accuracy"):
-        row[f"{name}_mean"] = metrics["summary"][name]["mean"]
-        row[f"{name}_sd"] = metrics["summary"][name]["sd"]
-    row["roc_auc_folds"] = [metrics["per_fold"][k]["roc_auc"] for k in sorted(metrics["per_fold"])]
+        if len(runs) == 1:
+            summary = runs[0]["metrics"]["summary"][name]
+            row[f"{name}_mean"], row[f"{name}_sd"] = summary["mean"], summary["sd"]
+        else:
+            row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd([r["metrics"]["summary"][name]["mean"] for r in runs])
+    card = runs[0]["out"] / "models" / f"model-{arch}" / "model-card.json"
+    if card.is_file() and json.loads(card.read_text())["model"]["config"].get("alignment") and arch == "m2m":
+        train = json.loads(card.read_text())["train"]
+        row["alignment"] = f"lambda {train['align_weight']:g}, ramp {train.get('align_ramp', 0):g} of the epochs"
+    row["roc_auc_seed_means"] = [r["metrics"]["summary"]["roc_auc"]["mean"] for r in runs]
+    row["roc_auc_folds"] = [r["metrics"]["per_fold"][k]["roc_auc"]
+                            for r in runs for k in sorted(r["metrics"]["per_fold"])]
     return row
 
 
@@ -125,20 +161,28 @@ def _pm(mean: float | None, sd: float | None) -> str:
     return f"{mean:.3f} ± {sd:.3f}" if sd is not None and not math.isnan(sd) else f"{mean:.3f}"
 
 
+def _seed_cells(row: dict[str, Any]) -> str:
+    return f" {row['seeds']} | {' '.join(f'{v:.2f}' for v in row['roc_auc_seed_means'])} |"
+
+
 def write_table(rows: list[dict[str, Any]], out_dir: Path, header: str) -> Path:
     """``compare.tsv`` (numbers) and ``compare.md`` (the docs table)."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    table.drop(columns=["roc_auc_folds"]).to_csv(out_dir / "compare.tsv", sep="\t", index=False,
+    table.assign(roc_auc_seed_means=[" ".join(f"{v:.4f}" for v in r["roc_auc_seed_means"]) for r in rows]).drop(
+        columns=["roc_auc_folds"]).to_csv(out_dir / "compare.tsv", sep="\t", index=False,
                                                   float_format="%.4f", na_rep="n/a")
-    lines = [header, "", "| arch | ROC-AUC | PR-AUC | accuracy | params | training time (s) |",
-             "|---|---|---|---|---|---|"]
+    several = any(r["seeds"] > 1 for r in rows)
+    seed_col = " seeds | ROC-AUC per seed |" if several else ""
+    lines = [header, "", f"| arch | ROC-AUC | PR-AUC | accuracy | params | training time (s) |{seed_col}",
+             "|---|---|---|---|---|---|" + ("---|---|" if several else "")]
     for r in rows:
         params = f"{r['params']:,}" if r["params"] is not None else "n/a"
         lines.append(f"| `{r['arch']}` | {_pm(r['roc_auc_mean'], r['roc_auc_sd'])} | "
                      f"{_pm(r['pr_auc_mean'], r['pr_auc_sd'])} | {_pm(r['accuracy_mean'], r['accuracy_sd'])} | "
-                     f"{params} | {r['train_seconds']:.0f} |")
+                     f"{params} | {r['train_seconds']:.0f} |" + (_seed_cells(r) if several else ""))
+    lines += [f"\n`{r['arch']}` alignment schedule (model card): {r['alignment']}." for r in rows if r.get("alignment")]
     path = out_dir / "compare.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -176,8 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     data = (f"dataset {args.bids}" if args.bids else
             f"{args.n_participants} synthetic participants (CN/AD, `{args.synth_preset}` data"
             f"{' with FDG PET' if args.pet else ''}, effect size {args.effect_size})")
-    header = (f"{data}, `--preset {args.app_preset}`, {args.folds} folds, {args.epochs} epochs, seed "
-              f"{args.seed}, device {args.device} ({platform.processor() or platform.machine()}); "
+    seeds = args.train_seeds or [args.seed]
+    spread = ("mean ± sd over the seeds' cross-validated means" if len(seeds) > 1 else "mean ± sd over the folds")
+    header = (f"{data}, `--preset {args.app_preset}`, {args.folds} folds, {args.epochs} epochs, data seed "
+              f"{args.seed}, training seeds {' '.join(map(str, seeds))} ({spread}), device {args.device} "
+              f"({platform.processor() or platform.machine()}); training time is the mean per seed; "
               f"{time.strftime('%Y-%m-%d', time.gmtime())}")
     md = write_table(rows, args.out_dir, header)
     svg = write_figure(rows, args.out_dir)

@@ -18,7 +18,8 @@ from m2m_bids.reports.html import esc, figure, page, table
 
 TRAINING_FIGURES = (("roc.svg", "ROC curves of the out-of-fold predictions (thin: folds, thick: pooled)"),
                     ("pr.svg", "precision-recall curves of the out-of-fold predictions"),
-                    ("training-curves.svg", "training loss and validation AUC per epoch"))
+                    ("training-curves.svg", "training cross-entropy and weighted alignment, validation loss "
+                                            "(kept epoch marked) per epoch"))
 
 IN_SAMPLE = ("These maps come from the final model applied to the participants it was trained on "
              "(in-sample): they describe what the model learned, not a validated group difference.")

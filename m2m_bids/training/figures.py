@@ -88,7 +88,7 @@ def training_curves(histories: dict[str, list[dict[str, float]]], kept: dict[str
             val_ax.scatter([kept[name]], [history[kept[name] - 1]["val_loss"]], color=line.get_color(), zorder=3)
         if name in by_auc:
             axes[2].plot(epochs, [h["val_auc"] for h in history], color=line.get_color(), label=name)
-    loss_ax.set(xlabel="epoch", ylabel="training loss terms", title="Training: cross-entropy, weighted alignment")
+    loss_ax.set(xlabel="epoch", ylabel="training loss terms", title="Training: CE (solid), lambda x align (dashed)")
     val_ax.set(xlabel="epoch", ylabel="validation cross-entropy", title="Validation loss (dot: kept epoch)")
     val_ax.legend(fontsize=7)
     if by_auc:
