@@ -60,7 +60,7 @@ def _single_threaded_itk() -> None:
 
     One thread: ANTs sums the metric over threads in whatever order they finish, so a
     multi-threaded registration differs from run to run even with a fixed seed (measured:
-    translations differ by up to 0.008 mm on a self-registration). The preprocessing runs nodes
+    translations differed by 0.002-0.003 mm on a self-registration). The preprocessing runs nodes
     in parallel instead (``--nprocs``); :func:`m2m_bids.preproc.api` sets this before its workers start.
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"

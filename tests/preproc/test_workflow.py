@@ -71,7 +71,8 @@ def test_raw_pipeline_cache_derivatives_and_failures(tmp_path: Path, caplog) -> 
     assert side["RepetitionTime"] == 2.0 and side["SliceTimingCorrected"] is True and "StartTime" in side
     assert side["Sources"][0] == "bids:raw:sub-01/func/sub-01_task-rest_bold.nii.gz"
     assert nib.load(str(bold_file)).shape == (16, 16, 16, 12)
-    assert {p.suffix for p in (out / "figures").iterdir()} == {".png", ".svg"}
+    assert {p.suffix for p in (out / "figures").iterdir()} == {".png", ".svg", ".tsv"}  # + the QC table
+    assert (out / "figures" / "sub-01_desc-regqc_table.tsv").is_file() and entry.meta["qc"]["brain_dice"] > 0.8
 
     assert by_label["02"].error is not None and by_label["02"].error.code == ExitCode.DATA_ERROR
     assert "only 6 volumes" in by_label["02"].error.message
