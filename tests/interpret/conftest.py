@@ -38,7 +38,7 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # as tests/conftest.py: CI runs two workers on two cores
     root = tmp_path_factory.mktemp("apply")
     bids = root / "bids"
     bids.mkdir()
