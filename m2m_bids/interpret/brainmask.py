@@ -5,7 +5,7 @@ skull stripping), and a token of the last encoder stage may straddle the brain e
 is set to zero outside the mask, scaled relative to uniform inside it, and parcellated over the
 in-mask voxels only. Which mask:
 
-* T1w-derived maps (sMRI, PET): the cache entry's T1w brain mask (``t1w_mask``) when the entry
+* T1w-derived maps (sMRI, PET): the cache entry's T1w brain mask (``brain_mask``) when the entry
   holds one, else the template's brain mask resampled onto the grid;
 * fMRI maps: the run's brain mask (``mask``: brain x BOLD coverage, what the model saw), else
   the template's.
@@ -21,7 +21,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: Cache tensor holding the T1w brain mask on the model grid (written by preprocessing when available).
-T1W_MASK = "t1w_mask"
+T1W_MASK = "brain_mask"
 #: Cache tensor holding the run's brain mask (always written).
 RUN_MASK = "mask"
 
