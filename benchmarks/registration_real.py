@@ -17,7 +17,6 @@ import os
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from m2m_bids.preproc import images, steps

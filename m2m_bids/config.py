@@ -153,7 +153,7 @@ class Preproc(_Section):
     resolution_mm: float = Field(default=3.0, gt=0)
     grid_shape: tuple[int, int, int] = (64, 64, 64)
     fwhm_mm: float = Field(default=6.0, ge=0)
-    registration: Literal["rigid", "affine", "syn"] = "syn"  # docs/preprocessing.md: SyN reaches r >= 0.74 on real scans
+    registration: Literal["rigid", "affine", "syn"] = "syn"  # docs/preprocessing.md: SyN reaches r >= 0.75 on real scans
     dummy_scans: int = Field(default=0, ge=0)
     slice_time_ref: float = Field(default=0.5, ge=0, le=1)
     slice_timing: bool = True

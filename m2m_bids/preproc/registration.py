@@ -91,7 +91,7 @@ def bias_correct(img: nib.Nifti1Image, brain: np.ndarray, resolution_mm: float) 
     if min(image.shape) >= 8 and inside.sum() >= 1000:
         try:
             image = ants.n4_bias_field_correction(image, mask=mask.new_image_like(inside.astype(np.float32)),
-                                                  shrink_factor=2, rescale_intensities=True,
+                                                  shrink_factor=4, rescale_intensities=True,
                                                   convergence={"iters": [50, 50, 30, 20], "tol": 1e-6})
         except (RuntimeError, ValueError) as err:  # tiny/odd images: keep going without N4
             log.warning("N4 bias-field correction skipped: %s", err)

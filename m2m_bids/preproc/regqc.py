@@ -6,8 +6,8 @@ entry stores four figures (``meta["qc"]``); a participant whose figures cross a 
 refused with the figure, its value and the threshold (exit 65) unless the user overrides QC.
 
 Thresholds were set on the shared real scans (docs/preprocessing.md): visually good registrations
-reach a template correlation of 0.61-0.69 (affine) and 0.74-0.81 (SyN) and a brain Dice of
-0.94-0.98; a pitched scan that failed stays at 0.28-0.38, and a 66 mm partial scan covers 15-20 %
+reach a template correlation of 0.61-0.69 (affine) and 0.75-0.81 (SyN) and a brain Dice of
+0.94-0.98; a pitched scan that failed stays at 0.24-0.38, and a 66 mm partial scan covers 16-20 %
 of the template brain. The BOLD cost separates poorly (correct 0.92-0.97, 10-20 mm off 0.96-0.97),
 so its limit only catches a coregistration that shares no information with the T1w.
 """
