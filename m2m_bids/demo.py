@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder for the synthetic dataset and the derivatives (default: ./m2m-demo)")
     parser.add_argument("--n-participants", type=int, default=20, help="participants to simulate (default: 20)")
     parser.add_argument("--held-out", type=int, default=4, help="participants kept out of training and applied")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs per fold (default: 12)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs per fold (default: 30)")
     parser.add_argument("--folds", type=int, default=2, help="cross-validation folds (default: 2)")
     parser.add_argument("--effect-size", type=float, default=3.0,
                         help="strength of the planted imaging effects (default: 3)")
