@@ -19,10 +19,11 @@ def run_m2m(cache, tmp_path, **train):
 
 
 def test_default_schedule_learns_where_the_paper_weight_does_not_yet(cache, tmp_path):
-    """The defaults (weight 0.1 reached by a ramp) learn the sMRI effect in 10 epochs; the paper's
-    weight 1 from the first step has not (its alignment gradient holds the classifier at chance)."""
+    """The defaults (weight 0.1 reached by a ramp) learn the sMRI effect in 10 epochs, at least as well
+    as the paper's weight 1 from the first step (whose alignment gradient slows the classifier)."""
     auc, card = run_m2m(cache, tmp_path / "default")
     assert card["train"]["align_weight"] == 0.1 and card["train"]["align_ramp"] == 0.5
-    assert auc >= 0.8, auc  # measured 0.89 (paper weight: 0.66)
+    assert auc >= 0.8, auc  # measured 0.89 (paper weight: 0.66 before the self-weights of the M2M loss
+    # were computed on the raw latents, 0.81 since)
     paper_auc, _ = run_m2m(cache, tmp_path / "paper", align_weight=1.0, align_ramp=0.0)
-    assert paper_auc < auc - 0.1, (paper_auc, auc)
+    assert paper_auc <= auc, (paper_auc, auc)

@@ -135,9 +135,11 @@ def test_training_participant_refused_unless_allowed(trained: Trained):
 
 
 def test_preprocessing_mismatch_is_refused_with_what_differs(trained: Trained):
-    cfg = trained.config(preproc={"fwhm_mm": 4.0, "resolution_mm": 6.0, "grid_shape": [16, 16, 16]})
+    cfg = trained.config()  # the run adopts the bundle's preprocessing (an explicit conflict is exit 64)
+    assert cfg.preproc.fwhm_mm == 6.0
     entry = trained.test_entries[1]
-    # The cached tensors carry their own parameters (meta["preproc"]); make this run's differ too.
+    # The cached tensors carry their own parameters (meta["preproc"]): tensors made differently
+    # (another run, an older cache) are still refused when the model is applied.
     failures = apply_model(trained.bundle, [_with_preproc(entry, fwhm_mm=4.0)], cfg)
     assert failures["32"].code == ExitCode.DATA_ERROR
     assert "fwhm_mm: model=6.0, data=4.0" in failures["32"].message
