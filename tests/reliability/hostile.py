@@ -10,6 +10,7 @@ code of that participant and words of its message (``None``: the participant mus
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,13 @@ def make_hostile_dataset(root: Path) -> Path:
         if defect is not None:
             defect(root, label)
     return root
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of every path and file content below ``root``: any write into the input changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -6,7 +6,6 @@ as the read-only container test does), so the real disk is never filled.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -15,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from hostile import tree_digest
 
 from m2m_bids.exitcodes import ExitCode
 
@@ -35,15 +36,6 @@ def _can_mount_tmpfs() -> bool:
 small_disk = pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root and a private mount namespace")
 
 
-def _digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _run_on_small_disk(bids: Path, tmp_path: Path, size: str) -> tuple[int, str, list[str], float]:
     work = tmp_path / "work"
     work.mkdir()
@@ -62,26 +54,26 @@ def _run_on_small_disk(bids: Path, tmp_path: Path, size: str) -> tuple[int, str,
 @pytest.mark.integration
 @small_disk
 def test_full_work_dir_is_refused_before_preprocessing(small_bids: Path, tmp_path: Path) -> None:
-    before = _digest(small_bids)
+    before = tree_digest(small_bids)
     code, err, cache, elapsed = _run_on_small_disk(small_bids, tmp_path, "1m")
     assert code == ExitCode.IO_ERROR, err[-2000:]
     assert "not enough free disk space" in err and str(tmp_path / "work") in err
     assert "Traceback" not in err and elapsed < 60
-    assert _digest(small_bids) == before
+    assert tree_digest(small_bids) == before
 
 
 @pytest.mark.integration
 @small_disk
 def test_disk_filling_during_preprocessing_exits_74_without_hanging(small_bids: Path, tmp_path: Path) -> None:
     """Enough space to start, not to finish: nipype used to wait forever for the lost node result."""
-    before = _digest(small_bids)
+    before = tree_digest(small_bids)
     code, err, cache, elapsed = _run_on_small_disk(small_bids, tmp_path, "10m")
     assert code == ExitCode.IO_ERROR, err[-2000:]
     assert "the disk filled up" in err and "Traceback" not in err
     assert elapsed < 180
     half_written = [p for p in cache if Path(p).name.startswith(".tmp-")]
     assert half_written == [], half_written
-    assert _digest(small_bids) == before
+    assert tree_digest(small_bids) == before
 
 
 def test_a_step_that_runs_out_of_space_reports_exit_74(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hostile import EXPECTED, make_hostile_dataset
+from hostile import EXPECTED, make_hostile_dataset, tree_digest
 
 from m2m_bids.exitcodes import ExitCode
 
@@ -20,15 +20,6 @@ from m2m_bids.exitcodes import ExitCode
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_hostile_dataset(tmp_path_factory.mktemp("hostile") / "bids")
-
-
-def _digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _blocks(text: str) -> dict[str, str]:
@@ -58,7 +49,7 @@ def test_defects_are_found_per_participant_before_preprocessing(hostile: Path) -
 @pytest.fixture(scope="module")
 def hostile_run(hostile: Path, tmp_path_factory: pytest.TempPathFactory):
     """One participant-level run of the hostile dataset: (output dir, finished process, input digest before)."""
-    before = _digest(hostile)
+    before = tree_digest(hostile)
     root = tmp_path_factory.mktemp("hostile-run")
     out = root / "out"
     done = subprocess.run([sys.executable, "-m", "m2m_bids", str(hostile), str(out), "participant",
@@ -86,7 +77,7 @@ def test_hostile_dataset_run(hostile: Path, hostile_run) -> None:
     assert "sub-09: SliceTiming values reach" in log
     cached = list((out / "work" / "tensor-cache").rglob("manifest.json"))
     assert len(cached) == 2  # sub-01 and sub-09
-    assert _digest(hostile) == before
+    assert tree_digest(hostile) == before
 
 
 def _write_bundle(folder: Path, tamper: str) -> Path:
@@ -125,4 +116,4 @@ def test_tampered_bundles_are_refused_by_the_app(m2m, hostile: Path, hostile_run
                  "--participant-label", "01", "--model", bundle)
     assert result.code == ExitCode.DATA_ERROR and words in result.err
     assert not (out / "predictions.tsv").exists() and not list(out.glob("sub-01/*predictions*"))
-    assert _digest(hostile) == before
+    assert tree_digest(hostile) == before
