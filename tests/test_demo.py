@@ -19,7 +19,8 @@ def test_readme_demo_runs_end_to_end_and_writes_what_it_promises(tmp_path: Path)
     script = shutil.which("m2m-demo")
     command = [script] if script else [sys.executable, "-m", "m2m_bids.demo"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*command, str(out), "--n-participants", "10", "--held-out", "2", "--epochs", "2"],
+    result = subprocess.run([*command, str(out), "--n-participants", "10", "--held-out", "2", "--epochs", "2",
+                             "--folds", "2"],
                             capture_output=True, text=True, env=env, timeout=900, check=False)
     printed = result.stdout + result.stderr
     assert result.returncode == 0, printed[-4000:]
