@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from m2m_bids.classical import CARD_FILE as CLASSICAL_CARD
 from m2m_bids.exitcodes import AppError, ExitCode
 
-#: Card files of the two kinds of bundle: torch models and the scikit-learn baselines.
+#: Card file of a torch model bundle (a classical baseline's is :data:`m2m_bids.classical.CARD_FILE`).
 TORCH_CARD = "model-card.json"
-CLASSICAL_CARD = "classical-model.json"
 #: Command-line spelling of the preprocessing fields, for messages.
 FLAG_OF = {"fwhm_mm": "--fwhm", "registration": "--registration", "dummy_scans": "--dummy-scans",
            "slice_time_ref": "--slice-time-ref"}
