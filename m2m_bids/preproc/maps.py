@@ -17,6 +17,10 @@ All maps are zero outside the mask, float32 here (the cache stores float16).
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 #: Atropos k-means classes for a T1w: CSF, GM, WM (ascending intensity).
@@ -27,6 +31,24 @@ GM_CLASS_RANK = 1
 def coverage_mask(brain: np.ndarray, series: np.ndarray) -> np.ndarray:
     """Brain voxels the BOLD field of view covers (a partial-coverage EPI leaves the rest at zero)."""
     return (np.asarray(brain) > 0) & (np.abs(series).max(axis=-1) > 0)
+
+
+@contextmanager
+def _private_tempdir() -> Iterator[None]:
+    """Point ``tempfile`` at a folder removed on exit, for the duration of the block.
+
+    antspyx's ``atropos`` writes its posterior images to ``tempfile.mktemp()`` names and never
+    deletes them: three files per call, so every participant would leave litter in the user's
+    TMPDIR (a shared /tmp on a cluster node) until it fills. Workers are processes, so swapping
+    the module-level temp dir for one call affects no other thread's files.
+    """
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="m2m-atropos-") as private:
+        tempfile.tempdir = private
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
 
 
 def grey_matter_probability(t1w: np.ndarray, mask: np.ndarray, *, spacing_mm: float,
@@ -49,8 +71,9 @@ def grey_matter_probability(t1w: np.ndarray, mask: np.ndarray, *, spacing_mm: fl
     image = ants.from_numpy(scaled, spacing=spacing)
     ants_mask = ants.from_numpy(inside.astype(np.float32), spacing=spacing)
     try:
-        result = ants.atropos(a=image, x=ants_mask, i=f"kmeans[{N_TISSUE_CLASSES}]", m=f"[{mrf},1x1x1]",
-                              c=f"[{iterations},0]", priorweight=0.0, r=0)  # r=0: fixed seed, reproducible
+        with _private_tempdir():
+            result = ants.atropos(a=image, x=ants_mask, i=f"kmeans[{N_TISSUE_CLASSES}]", m=f"[{mrf},1x1x1]",
+                                  c=f"[{iterations},0]", priorweight=0.0, r=0)  # r=0: fixed seed, reproducible
     except Exception as err:  # noqa: BLE001 - antspy raises a bare Exception for a failed Atropos
         raise ValueError(f"Atropos failed on {int(inside.sum())} brain voxels: {err}") from err
     labels = result["segmentation"].numpy()

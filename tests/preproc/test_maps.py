@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,14 @@ def test_mean_image_and_coverage() -> None:
     mean = mean_image(series, mask)
     np.testing.assert_allclose(mean[mask], [0.5, 1.5])
     assert mean[0, 1, 0] == 0
+
+
+def test_grey_matter_probability_leaves_nothing_in_tmpdir(tissues, tmp_path, monkeypatch) -> None:
+    """antspyx's Atropos writes its posteriors to mktemp() names; none may outlive the call."""
+    mask = tissues["mask"] > 0.5
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    grey_matter_probability(tissues["t1"] * 1000.0, mask, spacing_mm=4.0)
+    assert sorted(p.name for p in tmpdir.iterdir()) == []
+    assert tempfile.gettempdir() == str(tmpdir)
