@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from run_config import tiny_config
 from synth_cache import build_dataset
 
 from m2m_bids.exitcodes import AppError, ExitCode
@@ -24,8 +25,6 @@ BUNDLE = Path("models") / "model-m2m"
 @pytest.fixture(scope="module")
 def two_trainings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same tiny group run twice, in two folders: bit-identical retrains."""
-    from conftest import tiny_config
-
     from m2m_bids.preproc.cache import TensorCache
 
     root = tmp_path_factory.mktemp("bundles")
