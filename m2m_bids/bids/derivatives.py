@@ -1,6 +1,8 @@
-"""BIDS-Derivatives output: names in schema order, sidecars, dataset_description.json, .bidsignore.
+"""BIDS-Derivatives output: the one sink of every file the app writes into OUTPUT_DIR.
 
-Every file goes through :mod:`m2m_bids.io_utils` (write to a temporary name, then ``os.replace``),
+:class:`DerivativesWriter` builds names from the one entity grammar of the package
+(:func:`bids_filename`, entities in schema order), writes every NIfTI with its JSON sidecar, and
+writes every file through :mod:`m2m_bids.io_utils` (write to a temporary name, then ``os.replace``),
 so a killed job never leaves half a file. Several participant jobs (SLURM array tasks, containers)
 share one OUTPUT_DIR: per-participant files never collide, and the two shared files,
 ``dataset_description.json`` and ``.bidsignore``, are read-merged-written under a ``flock``, so
@@ -13,18 +15,17 @@ under ``BIDS_DIR/derivatives/``: the input dataset is never modified.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from m2m_bids import __version__
 from m2m_bids.config import new_run_id
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.io_utils import atomic_path, file_lock, output_lock, write_bytes_atomic, write_json_atomic, write_text_atomic
+from m2m_bids.io_utils import atomic_path, file_lock, output_lock
 
 log = logging.getLogger(__name__)
 
@@ -150,47 +151,56 @@ class DerivativesWriter:
                 return path.with_name(name[: -len(ext)] + ".json")
         return path.with_suffix(".json")
 
-    # -- data files -----------------------------------------------------------------------------
-    def write_nifti(self, img: Any, entities: Mapping[str, Any], suffix: str, *, datatype: str | None = None,
-                    sidecar: Mapping[str, Any] | None = None, extension: str = ".nii.gz") -> Path:
-        """Save a nibabel image (atomically) and its JSON sidecar; return the image path."""
+    # -- writing: every file of the app's output goes through these --------------------------------
+    def save_file(self, path: Path, content: bytes | Callable[[Path], object]) -> Path:
+        """Write ``content`` (bytes, or ``content(tmp)`` for formats written by their own library,
+        e.g. safetensors weights) to a temporary name beside ``path`` (same folder, same extension)
+        and move it onto ``path`` with ``os.replace``: readers never see half a file and a killed job
+        leaves none. The one primitive the other ``save_*`` methods build on."""
+        with atomic_path(self._inside(Path(path))) as tmp:
+            if isinstance(content, (bytes, bytearray)):
+                tmp.write_bytes(bytes(content))
+            else:
+                content(tmp)
+        return Path(path)
+
+    def save_text(self, text: str, path: Path) -> Path:
+        """A UTF-8 text file (HTML report, ``README``)."""
+        return self.save_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def save_json(self, obj: Any, path: Path) -> Path:
+        """Indented, key-sorted JSON (stable diffs); numpy values and paths become plain JSON."""
+        return self.save_text(json.dumps(_plain(obj), indent=2, sort_keys=True, default=str) + "\n", path)
+
+    def save_nifti(self, img: Any, path: Path, sidecar: Mapping[str, Any]) -> Path:
+        """A nibabel image and, always, its JSON sidecar (a BIDS image without one is incomplete).
+        A 4D image's header TR is set from the sidecar's ``RepetitionTime`` so the two agree."""
         import nibabel as nib
 
-        path = self.build_path(entities, suffix, extension, datatype)
         img = _header_tr_from_sidecar(img, sidecar)
-        with atomic_path(path) as tmp:
-            nib.save(img, str(tmp))
+        self.save_file(path, lambda tmp: nib.save(img, str(tmp)))
+        self.write_sidecar(path, sidecar)
+        return Path(path)
+
+    def save_tsv(self, table: Any, path: Path, *, sidecar: Mapping[str, Any] | None = None,
+                 float_format: str | None = None, index: bool = False, index_label: str | None = None) -> Path:
+        """A pandas DataFrame as BIDS TSV (tab-separated, ``n/a`` for missing), with the JSON sidecar
+        describing its columns where BIDS expects one."""
+        text = table.to_csv(sep="\t", index=index, index_label=index_label, na_rep="n/a", float_format=float_format,
+                            lineterminator="\n")
+        self.save_text(text, path)
         if sidecar is not None:
             self.write_sidecar(path, sidecar)
-        return path
+        return Path(path)
 
-    def write_tsv(self, table: Any, entities: Mapping[str, Any], suffix: str, datatype: str | None = None,
-                  sidecar: Mapping[str, Any] | None = None) -> Path:
-        """Write a pandas DataFrame as BIDS TSV (tab-separated, ``n/a`` for missing, no index)."""
-        path = self.build_path(entities, suffix, ".tsv", datatype)
-        buffer = io.StringIO()
-        table.to_csv(buffer, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
-        write_text_atomic(path, buffer.getvalue())
-        if sidecar is not None:
-            self.write_sidecar(path, sidecar)
-        return path
-
-    def write_json(self, obj: Any, entities: Mapping[str, Any], suffix: str, datatype: str | None = None) -> Path:
-        """Write a stand-alone JSON file named after ``entities`` and ``suffix``."""
-        return write_json_atomic(self.build_path(entities, suffix, ".json", datatype), _plain(obj))
+    def save_figure(self, figure: Any, path: Path, *, dpi: float | str = "figure") -> Path:
+        """A matplotlib figure in the format of the path's extension (``.png``, ``.svg``)."""
+        return self.save_file(path, lambda tmp: figure.savefig(str(tmp), format=Path(path).suffix.lstrip("."),
+                                                               dpi=dpi, bbox_inches="tight"))
 
     def write_sidecar(self, data_path: Path, sidecar: Mapping[str, Any]) -> Path:
         """The JSON sidecar of a data file written by this writer."""
-        return write_json_atomic(self._inside(self.sidecar_path(data_path)), _plain(dict(sidecar)))
-
-    def write_figure(self, figure: Any, entities: Mapping[str, Any], suffix: str, extension: str = ".svg") -> Path:
-        """A matplotlib figure (saved in the extension's format) or ready bytes under ``sub-X/figures/``."""
-        path = self.figure_path(entities, suffix, extension)
-        if isinstance(figure, (bytes, bytearray)):
-            return write_bytes_atomic(path, bytes(figure))
-        with atomic_path(path) as tmp:
-            figure.savefig(str(tmp), format=extension.lstrip("."), bbox_inches="tight")
-        return path
+        return self.save_json(dict(sidecar), self.sidecar_path(Path(data_path)))
 
     # -- shared dataset-level files -------------------------------------------------------------
     def write_dataset_description(self, extra: Mapping[str, Any] | None = None) -> Path:
@@ -205,7 +215,7 @@ class DerivativesWriter:
             if extra:
                 description.update(extra)
             if description != existing:
-                write_json_atomic(path, description)
+                self.save_json(description, path)
         return path
 
     def _description(self, existing: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +258,7 @@ class DerivativesWriter:
             lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
             wanted = list(dict.fromkeys([*lines, *DEFAULT_BIDSIGNORE, *patterns]))
             if wanted != lines:
-                write_text_atomic(path, "\n".join(wanted) + "\n")
+                self.save_text("\n".join(wanted) + "\n", path)
         return path
 
     # -- logs -----------------------------------------------------------------------------------

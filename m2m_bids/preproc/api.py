@@ -83,28 +83,29 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
 def _quality_control(results: list[ParticipantResult], cfg: RunConfig) -> None:
     """QC tables and figures of every preprocessed participant; refuse those below the thresholds
     (their result gets the error, exit 65) unless ``--qc-override``."""
+    from m2m_bids.bids.derivatives import DerivativesWriter
     from m2m_bids.preproc.qcreport import apply_qc, write_group_qc, write_participant_qc
 
-    output_dir = cfg.execution.output_dir
+    writer = DerivativesWriter(cfg.execution.output_dir)
     checked = [r for r in results if r.error is None and r.entries]
     for result in checked:
-        write_participant_qc(output_dir, result.label, result.entries)
+        write_participant_qc(writer, result.label, result.entries)
         refusal = apply_qc(result.label, result.entries, cfg.execution.qc_override)
         if refusal is not None:
             result.error, result.entries = refusal, []
     if checked:
-        write_group_qc(output_dir)
+        write_group_qc(writer)
 
 
 def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
     """True without ``--save-preproc``, else whether the run's smoothed BOLD derivative exists."""
     if not cfg.execution.save_preproc:
         return True
-    from m2m_bids.preproc import outputs
+    from m2m_bids.bids.derivatives import DerivativesWriter
+    from m2m_bids.preproc.outputs import bold_path
 
-    name = outputs.derivative_name(plan.bold.entities, space=TEMPLATE_NAME, res=outputs.res_label(cfg.preproc.resolution_mm),
-                                   desc="smoothed", suffix="bold", extension=".nii.gz")
-    return (outputs.subject_dir(cfg.execution.output_dir, plan.bold.entities) / "func" / name).is_file()
+    writer = DerivativesWriter(cfg.execution.output_dir)
+    return bold_path(writer, plan.bold.entities, TEMPLATE_NAME, cfg.preproc.resolution_mm).is_file()
 
 
 def _collect(label: str, plans: list[RunPlan], cache: TensorCache, cfg: RunConfig) -> ParticipantResult:

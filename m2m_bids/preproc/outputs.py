@@ -1,8 +1,8 @@
-"""Optional derivatives of the preprocessing (``--save-preproc``): names, sidecars, atomic writes.
+"""Optional derivatives of the preprocessing (``--save-preproc``): names and sidecars.
 
-All file names are built here from the source file's BIDS entities, with the package's one entity
-grammar (:func:`m2m_bids.bids.derivatives.bids_filename`).
-Files are written with :mod:`m2m_bids.io_utils` atomic helpers (parallel jobs, killed runs).
+Names come from the source file's BIDS entities and the package's one entity grammar; files are
+written by the derivatives sink (:class:`m2m_bids.bids.derivatives.DerivativesWriter`: atomic,
+every NIfTI with its sidecar).
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
-from m2m_bids.bids.derivatives import bids_filename, res_label
-from m2m_bids.io_utils import atomic_path, write_json_atomic
+from m2m_bids.bids.derivatives import DerivativesWriter, res_label
 
-__all__ = ["bids_uri", "derivative_name", "figure_path", "res_label", "subject_dir", "write_anat", "write_func",
-           "write_pet"]
+__all__ = ["bids_uri", "bold_path", "figure_path", "write_anat", "write_func", "write_pet"]
 
 #: Source entities a preprocessed BOLD/T1w name keeps (pybids' long names, as in ``BoldRun.entities``).
 SOURCE_ENTITIES = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "direction", "run",
@@ -33,17 +32,9 @@ PET_SIDECAR_FIELDS = ("TracerName", "TracerRadionuclide", "InjectedRadioactivity
                       "AttenuationCorrection")
 
 
-def derivative_name(entities: dict[str, Any], *, space: str | None = None, res: str | None = None,
-                    desc: str | None = None, suffix: str, extension: str, keep: tuple[str, ...] = SOURCE_ENTITIES) -> str:
-    """``sub-01_ses-1_task-rest_run-1_space-X_res-3_desc-Y_suffix.ext`` from source entities."""
-    kept = {name: entities.get(name) for name in keep}
-    return bids_filename({**kept, "space": space, "res": res, "desc": desc}, suffix, extension)
-
-
-def subject_dir(output_dir: Path, entities: dict[str, Any]) -> Path:
-    """``OUTPUT_DIR/sub-X[/ses-Y]``."""
-    folder = Path(output_dir) / f"sub-{entities['subject']}"
-    return folder / f"ses-{entities['session']}" if entities.get("session") else folder
+def _entities(entities: dict[str, Any], keep: tuple[str, ...] = SOURCE_ENTITIES, **extra: str | None) -> dict[str, Any]:
+    """The source entities a derivative keeps, plus its own (``space``, ``res``, ``desc``)."""
+    return {**{name: entities.get(name) for name in keep}, **extra}
 
 
 def bids_uri(path: Path, bids_dir: Path, dataset: str = "raw") -> str:
@@ -55,8 +46,8 @@ def bids_uri(path: Path, bids_dir: Path, dataset: str = "raw") -> str:
     return f"bids:{dataset}:{rel.as_posix()}"
 
 
-def write_nifti(data: np.ndarray, affine: np.ndarray, target: Path, tr: float | None = None) -> Path:
-    """Atomic ``.nii.gz`` write (float32, mm/sec units, TR in pixdim[4] for 4D)."""
+def _image(data: np.ndarray, affine: np.ndarray, tr: float | None = None) -> nib.Nifti1Image:
+    """float32 image in template space (mm/sec units, TR in pixdim[4] for 4D)."""
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
     img.header.set_xyzt_units("mm", "sec")
     if tr is not None and np.ndim(data) == 4:
@@ -64,50 +55,44 @@ def write_nifti(data: np.ndarray, affine: np.ndarray, target: Path, tr: float | 
         img.header.set_zooms(zooms[:3] + (float(tr),))
     img.set_qform(affine, code=4)  # MNI152 (template) space
     img.set_sform(affine, code=4)
-    with atomic_path(target) as tmp:
-        nib.save(img, str(tmp))
-    return target
+    return img
 
 
-def write_anat(output_dir: Path, entities: dict[str, Any], t1w: np.ndarray, mask: np.ndarray, affine: np.ndarray,
-               template: str, resolution_mm: float, sources: list[str]) -> list[Path]:
+def write_anat(writer: DerivativesWriter, entities: dict[str, Any], t1w: np.ndarray, mask: np.ndarray,
+               affine: np.ndarray, template: str, resolution_mm: float, sources: list[str]) -> list[Path]:
     """Preprocessed T1w (+ brain mask) in template space with sidecars."""
-    anat = subject_dir(output_dir, entities) / "anat"
     res = res_label(resolution_mm)
     keep = ("subject", "session", "acquisition", "ceagent", "reconstruction", "run")
-    t1_file = anat / derivative_name(entities, space=template, res=res, desc="preproc", suffix="T1w",
-                                     extension=".nii.gz", keep=keep)
-    mask_file = anat / derivative_name(entities, space=template, res=res, desc="brain", suffix="mask",
-                                       extension=".nii.gz", keep=keep)
-    write_nifti(t1w, affine, t1_file)
-    write_nifti(mask, affine, mask_file)
+    t1_file = writer.build_path(_entities(entities, keep, space=template, res=res, desc="preproc"), "T1w", ".nii.gz",
+                                "anat")
+    mask_file = writer.build_path(_entities(entities, keep, space=template, res=res, desc="brain"), "mask", ".nii.gz",
+                                  "anat")
     common = {"Resolution": f"{resolution_mm:g} mm isotropic, {template} grid", "Sources": sources}
-    write_json_atomic(t1_file.with_name(t1_file.name.replace(".nii.gz", ".json")),
+    writer.save_nifti(_image(t1w, affine), t1_file,
                       {**common, "SkullStripped": True,
                        "Description": "T1w, N4 bias-corrected, registered to the template, masked and z-scored "
                                       "(median/IQR) inside the brain mask"})
-    write_json_atomic(mask_file.with_name(mask_file.name.replace(".nii.gz", ".json")),
-                      {**common, "Type": "Brain", "RawSources": sources})
+    writer.save_nifti(_image(mask, affine), mask_file, {**common, "Type": "Brain", "RawSources": sources})
     return [t1_file, mask_file]
 
 
-def write_func(output_dir: Path, entities: dict[str, Any], bold: np.ndarray, affine: np.ndarray, template: str,
-               resolution_mm: float, sidecar: dict[str, Any], motion: np.ndarray) -> list[Path]:
+def bold_path(writer: DerivativesWriter, entities: dict[str, Any], template: str, resolution_mm: float) -> Path:
+    """Where the smoothed BOLD of a run goes (also how a re-run knows it is there)."""
+    return writer.build_path(_entities(entities, space=template, res=res_label(resolution_mm), desc="smoothed"),
+                             "bold", ".nii.gz", "func")
+
+
+def write_func(writer: DerivativesWriter, entities: dict[str, Any], bold: np.ndarray, affine: np.ndarray,
+               template: str, resolution_mm: float, sidecar: dict[str, Any], motion: np.ndarray) -> list[Path]:
     """Smoothed BOLD in template space with its sidecar, plus the motion confounds table."""
-    func = subject_dir(output_dir, entities) / "func"
-    res = res_label(resolution_mm)
-    bold_file = func / derivative_name(entities, space=template, res=res, desc="smoothed", suffix="bold",
-                                       extension=".nii.gz")
-    write_nifti(bold, affine, bold_file, tr=sidecar.get("RepetitionTime"))
-    write_json_atomic(bold_file.with_name(bold_file.name.replace(".nii.gz", ".json")),
+    bold_file = bold_path(writer, entities, template, resolution_mm)
+    writer.save_nifti(_image(bold, affine, tr=sidecar.get("RepetitionTime")), bold_file,
                       {"Resolution": f"{resolution_mm:g} mm isotropic, {template} grid", "SkullStripped": False,
                        **sidecar})
-    confounds = func / derivative_name(entities, desc="confounds", suffix="timeseries", extension=".tsv")
-    header = "trans_x\ttrans_y\ttrans_z\trot_x\trot_y\trot_z\tframewise_displacement"
-    rows = ["\t".join(f"{v:.6f}" for v in row) for row in np.asarray(motion)]
-    with atomic_path(confounds) as tmp:
-        tmp.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-    write_json_atomic(confounds.with_name(confounds.name.replace(".tsv", ".json")), {
+    confounds = writer.build_path(_entities(entities, desc="confounds"), "timeseries", ".tsv", "func")
+    columns = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z", "framewise_displacement"]
+    writer.save_tsv(pd.DataFrame(np.asarray(motion, dtype=float), columns=columns), confounds, float_format="%.6f",
+                    sidecar={
         "trans_x": {"Description": "translation along x (mm), relative to the first volume", "Units": "mm"},
         "rot_x": {"Description": "rotation about x (rad), R = Rz Ry Rx about the FOV centre", "Units": "rad"},
         "framewise_displacement": {"Description": "Power et al. 2012, 50 mm sphere", "Units": "mm"},
@@ -115,20 +100,17 @@ def write_func(output_dir: Path, entities: dict[str, Any], bold: np.ndarray, aff
     return [bold_file, confounds]
 
 
-def figure_path(output_dir: Path, entities: dict[str, Any], desc: str, extension: str) -> Path:
+def figure_path(writer: DerivativesWriter, entities: dict[str, Any], desc: str, extension: str) -> Path:
     """``OUTPUT_DIR/sub-X/figures/sub-X[_ses-Y]_task-..._desc-<desc>_bold.<ext>``."""
-    folder = Path(output_dir) / f"sub-{entities['subject']}" / "figures"
     suffix = "T1w" if desc.startswith("reg") else "bold"
-    return folder / derivative_name(entities, desc=desc, suffix=suffix, extension=extension)
+    return writer.figure_path(_entities(entities, desc=desc), suffix, extension)
 
 
-def write_pet(output_dir: Path, entities: dict[str, Any], pet: np.ndarray, affine: np.ndarray, template: str,
+def write_pet(writer: DerivativesWriter, entities: dict[str, Any], pet: np.ndarray, affine: np.ndarray, template: str,
               resolution_mm: float, raw_sidecar: dict[str, Any], sources: list[str]) -> list[Path]:
     """Frame-averaged, normalised PET in template space, with a sidecar naming the frames it averages."""
-    folder = subject_dir(output_dir, entities) / "pet"
-    target = folder / derivative_name(entities, space=template, res=res_label(resolution_mm), desc="preproc",
-                                      suffix="pet", extension=".nii.gz", keep=PET_ENTITIES)
-    write_nifti(pet, affine, target)
+    target = writer.build_path(_entities(entities, PET_ENTITIES, space=template, res=res_label(resolution_mm),
+                                         desc="preproc"), "pet", ".nii.gz", "pet")
     starts = raw_sidecar.get("FrameTimesStart") or [raw_sidecar.get("ScanStart", 0)]
     durations = raw_sidecar.get("FrameDuration") or [0]
     durations = durations if isinstance(durations, list) else [durations]
@@ -140,5 +122,5 @@ def write_pet(output_dir: Path, entities: dict[str, Any], pet: np.ndarray, affin
                        "information), resampled once to the template grid, divided by the mean of the top 0.1 % "
                        "brain voxels; voxels under 10 % of it and outside the brain mask set to 0",
     })
-    write_json_atomic(target.with_name(target.name.replace(".nii.gz", ".json")), sidecar)
+    writer.save_nifti(_image(pet, affine), target, sidecar)
     return [target]

@@ -1,5 +1,7 @@
 """Quality-control figures: registration overlay, carpet plot, motion traces (matplotlib, Agg).
 
+Each function draws and returns the figure; the derivatives sink saves it.
+
 A person checking a run wants three answers at a glance: is the brain where the template says
 (overlay of the template brain outline on the normalised T1w and mean BOLD), is the series clean
 (carpet plot of in-mask voxels over time, as Power 2017), and how much did the head move
@@ -8,32 +10,21 @@ A person checking a run wants three answers at a glance: is the brain where the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from matplotlib.figure import Figure
 
-from m2m_bids.io_utils import atomic_path
-
-
-def _figure(nrows: int, ncols: int, size: tuple[float, float]):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(nrows, ncols, figsize=size, squeeze=False)
+#: Resolution of the PNG figures (the derivatives sink saves them).
+DPI = 100
 
 
-def _save(fig, target: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format=target.suffix.lstrip("."), dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return target
+def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A figure and its axes grid; :class:`Figure` directly (no pyplot, no global backend switch),
+    so it renders headless and needs no closing."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def registration_overlay(t1w: np.ndarray, bold_mean: np.ndarray, template_mask: np.ndarray, target: Path) -> Path:
+def registration_overlay(t1w: np.ndarray, bold_mean: np.ndarray, template_mask: np.ndarray) -> Figure:
     """Three orthogonal mid-slices of T1w and mean BOLD with the template brain outline in red."""
     fig, axes = _figure(2, 3, (9, 6))
     centre = [s // 2 for s in t1w.shape]
@@ -46,10 +37,10 @@ def registration_overlay(t1w: np.ndarray, bold_mean: np.ndarray, template_mask: 
             ax.contour(np.rot90(template_mask[tuple(take)]), levels=[0.5], colors="r", linewidths=0.8)
             ax.set_axis_off()
             ax.set_title(f"{name} ({'xyz'[col]} = {centre[col]})", fontsize=8)
-    return _save(fig, target)
+    return fig
 
 
-def carpet_plot(bold: np.ndarray, mask: np.ndarray, fd: np.ndarray, target: Path, max_voxels: int = 4000) -> Path:
+def carpet_plot(bold: np.ndarray, mask: np.ndarray, fd: np.ndarray, max_voxels: int = 4000) -> Figure:
     """Voxel x time image of the z-scored in-mask series (subsampled), FD trace above it."""
     fig, axes = _figure(2, 1, (9, 6))
     series = bold[mask > 0]
@@ -62,10 +53,10 @@ def carpet_plot(bold: np.ndarray, mask: np.ndarray, fd: np.ndarray, target: Path
     axes[1][0].imshow(z, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
     axes[1][0].set_xlabel("volume")
     axes[1][0].set_ylabel("voxels in brain mask")
-    return _save(fig, target)
+    return fig
 
 
-def motion_traces(motion: np.ndarray, target: Path) -> Path:
+def motion_traces(motion: np.ndarray) -> Figure:
     """Translations (mm), rotations (degrees) and framewise displacement over time."""
     fig, axes = _figure(3, 1, (8, 6))
     for k, name in enumerate("xyz"):
@@ -76,4 +67,4 @@ def motion_traces(motion: np.ndarray, target: Path) -> Path:
         ax.set_ylabel(unit)
         ax.legend(fontsize=7, loc="upper right")
     axes[2][0].set_xlabel("volume")
-    return _save(fig, target)
+    return fig

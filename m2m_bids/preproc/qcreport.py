@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from m2m_bids.exitcodes import AppError
-from m2m_bids.io_utils import atomic_path, file_lock, write_text_atomic
+from m2m_bids.bids.derivatives import DerivativesWriter
+from m2m_bids.io_utils import file_lock, output_lock
 from m2m_bids.preproc.cache import CacheEntry
 from m2m_bids.preproc.regqc import THRESHOLDS, check_participant, failures
 
@@ -49,10 +51,10 @@ def participant_rows(label: str, entries: list[CacheEntry]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["participant_id", "run", *FIGURES, "passed"])
 
 
-def overlay_figure(entry: CacheEntry, target: Path) -> Path:
+def overlay_figure(entry: CacheEntry) -> Figure:
     """The normalised T1w on the grid, its brain outline (cyan) and the template's (red)."""
     from m2m_bids.preproc.grid import grid_template, make_grid
-    from m2m_bids.preproc.qc import _figure, _save
+    from m2m_bids.preproc.qc import _figure
 
     t1w = np.asarray(entry.load("smri"), dtype=np.float32)
     grid = make_grid(float(entry.meta["resolution_mm"]), entry.meta["grid_shape"])
@@ -71,35 +73,31 @@ def overlay_figure(entry: CacheEntry, target: Path) -> Path:
         ax.set_axis_off()
     qc = entry.meta.get("qc", {})
     fig.suptitle(", ".join(f"{k} {qc[k]:.2f}" for k in FIGURES if qc.get(k) is not None), fontsize=8)
-    return _save(fig, target)
+    return fig
 
 
-def write_participant_qc(output_dir: Path, label: str, entries: list[CacheEntry]) -> Path:
+def write_participant_qc(writer: DerivativesWriter, label: str, entries: list[CacheEntry]) -> Path:
     """The participant's QC table and one overlay figure per session; returns the table's path."""
-    folder = output_dir / f"sub-{label}" / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
+    from m2m_bids.preproc.qc import DPI
+
     sessions: dict[str | None, CacheEntry] = {}
     for entry in entries:
         sessions.setdefault(entry.meta.get("session"), entry)
     for session, entry in sessions.items():
-        stem = f"sub-{label}" + (f"_ses-{session}" if session else "")
-        overlay_figure(entry, folder / f"{stem}_desc-regqc_T1w.png")
-    table = folder / f"sub-{label}{TABLE_SUFFIX}"
-    write_text_atomic(table, participant_rows(label, entries).to_csv(sep="\t", index=False, na_rep="n/a"))
-    return table
+        writer.save_figure(overlay_figure(entry), writer.figure_path({"sub": label, "ses": session, "desc": "regqc"},
+                                                                      "T1w", ".png"), dpi=DPI)
+    return writer.save_tsv(participant_rows(label, entries),
+                           writer.figure_path({"sub": label, "desc": "regqc"}, "table", ".tsv"))
 
 
-def write_group_qc(output_dir: Path) -> Path:
-    """``group/desc-regqc_table.tsv`` from every participant table under ``output_dir``."""
-    target = output_dir / "group" / "desc-regqc_table.tsv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / ".regqc.lock"):
-        tables = sorted(output_dir.glob(f"sub-*/figures/sub-*{TABLE_SUFFIX}"))
+def write_group_qc(writer: DerivativesWriter) -> Path:
+    """``group/desc-regqc_table.tsv`` from every participant table under OUTPUT_DIR (rebuilt under a
+    lock: several participant jobs may finish at once)."""
+    with file_lock(output_lock(writer.output_dir, "regqc")):
+        tables = sorted(writer.output_dir.glob(f"sub-*/figures/sub-*{TABLE_SUFFIX}"))
         frames = [pd.read_csv(t, sep="\t") for t in tables]
         group = pd.concat(frames, ignore_index=True) if frames else participant_rows("", [])
-        with atomic_path(target) as tmp:
-            group.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
-    return target
+        return writer.save_tsv(group, writer.output_path("group", "desc-regqc_table.tsv"))
 
 
 def apply_qc(label: str, entries: list[CacheEntry], override: bool) -> AppError | None:

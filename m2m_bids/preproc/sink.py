@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.preproc import outputs, qc
 from m2m_bids.preproc.cache import TensorCache
 from m2m_bids.preproc.grid import grid_template, make_grid
@@ -71,7 +72,7 @@ def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold:
     from m2m_bids.preproc.steps import read_motion
 
     info = json.loads(deriv_json)
-    out_dir, bids_dir = Path(info["output_dir"]), Path(info["bids_dir"])
+    writer, bids_dir = DerivativesWriter(info["output_dir"]), Path(info["bids_dir"])
     grid = make_grid(info["resolution_mm"], info["grid_shape"])
     entities = info["entities"]
     t1_entities = info["t1w_entities"]
@@ -80,7 +81,7 @@ def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold:
     run_mask = np.load(Path(entry_dir) / "mask.npy")
     bold_data = np.load(bold)
     t1_data = np.load(t1w)
-    written = outputs.write_anat(out_dir, t1_entities, t1_data, np.load(mask), grid.affine, info["template"],
+    written = outputs.write_anat(writer, t1_entities, t1_data, np.load(mask), grid.affine, info["template"],
                                  grid.resolution_mm, [outputs.bids_uri(Path(info["t1w"]), bids_dir)])
     sidecar = {"RepetitionTime": info["repetition_time"], "TaskName": entities.get("task"),
                "SliceTimingCorrected": bool(record.get("SliceTimingCorrected")),
@@ -89,17 +90,18 @@ def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold:
     if record.get("SliceTimingCorrected"):
         sidecar["StartTime"] = record["StartTime"]
     sidecar["SmoothingFWHM"] = info["fwhm_mm"]
-    written += outputs.write_func(out_dir, entities, bold_data * run_mask[..., None], grid.affine,
+    written += outputs.write_func(writer, entities, bold_data * run_mask[..., None], grid.affine,
                                   info["template"], grid.resolution_mm, sidecar, motion_table)
     if pet is not None:
-        written += outputs.write_pet(out_dir, info["pet_entities"], np.load(pet), grid.affine, info["template"],
+        written += outputs.write_pet(writer, info["pet_entities"], np.load(pet), grid.affine, info["template"],
                                      grid.resolution_mm, info["pet_sidecar"],
                                      [outputs.bids_uri(Path(info["pet"]), bids_dir),
                                       outputs.bids_uri(Path(info["t1w"]), bids_dir)])
     template_mask = grid_template("mask", grid)
-    written.append(qc.registration_overlay(t1_data, bold_data.mean(axis=-1), template_mask,
-                                           outputs.figure_path(out_dir, entities, "reg", ".png")))
-    written.append(qc.carpet_plot(bold_data, run_mask, motion_table[:, 6],
-                                  outputs.figure_path(out_dir, entities, "carpet", ".png")))
-    written.append(qc.motion_traces(motion_table, outputs.figure_path(out_dir, entities, "motion", ".svg")))
+    written.append(writer.save_figure(qc.registration_overlay(t1_data, bold_data.mean(axis=-1), template_mask),
+                                      outputs.figure_path(writer, entities, "reg", ".png"), dpi=qc.DPI))
+    written.append(writer.save_figure(qc.carpet_plot(bold_data, run_mask, motion_table[:, 6]),
+                                      outputs.figure_path(writer, entities, "carpet", ".png"), dpi=qc.DPI))
+    written.append(writer.save_figure(qc.motion_traces(motion_table),
+                                      outputs.figure_path(writer, entities, "motion", ".svg"), dpi=qc.DPI))
     return [str(p) for p in written]

@@ -121,22 +121,28 @@ def test_participant_log(tmp_path: Path) -> None:
 
 def _write_outputs(writer: DerivativesWriter, label: str) -> None:
     """What a participant run writes: preprocessed T1w, a statmap, predictions and a figure."""
-    writer.write_nifti(_img((20, 20, 20)), {"sub": label, "space": SPACE, "res": "3", "desc": "preproc"}, "T1w",
-                       datatype="anat", sidecar={"SkullStripped": True, "Resolution": "3 mm isotropic",
-                                                 "Sources": [f"bids:raw:sub-{label}/anat/sub-{label}_T1w.nii.gz"]})
+    writer.save_nifti(_img((20, 20, 20)),
+                      writer.build_path({"sub": label, "space": SPACE, "res": "3", "desc": "preproc"}, "T1w",
+                                        ".nii.gz", "anat"),
+                      {"SkullStripped": True, "Resolution": "3 mm isotropic",
+                       "Sources": [f"bids:raw:sub-{label}/anat/sub-{label}_T1w.nii.gz"]})
     bold = _img((20, 20, 20, 8), seed=1)
-    writer.write_nifti(bold, {"sub": label, "task": "rest", "space": SPACE, "res": "3", "desc": "smoothed"}, "bold",
-                       datatype="func", sidecar={"SkullStripped": False, "Resolution": "3 mm isotropic",
-                                                 "RepetitionTime": 2.0, "TaskName": "rest"})
-    writer.write_nifti(_img((20, 20, 20), seed=2), {"sub": label, "space": SPACE, "res": "3", "stat": "attention",
-                                                    "desc": "T1w"}, "statmap", datatype="anat",
-                       sidecar={"Description": "attention map"})
+    writer.save_nifti(bold, writer.build_path({"sub": label, "task": "rest", "space": SPACE, "res": "3",
+                                               "desc": "smoothed"}, "bold", ".nii.gz", "func"),
+                      {"SkullStripped": False, "Resolution": "3 mm isotropic", "RepetitionTime": 2.0,
+                       "TaskName": "rest"})
+    writer.save_nifti(_img((20, 20, 20), seed=2),
+                      writer.build_path({"sub": label, "space": SPACE, "res": "3", "stat": "attention", "desc": "T1w"},
+                                        "statmap", ".nii.gz", "anat"),
+                      {"Description": "attention map"})
     table = pd.DataFrame({"participant_id": [f"sub-{label}"], "predicted_label": ["AD"], "prob_AD": [0.7],
                           "prob_CN": [np.nan]})
-    writer.write_tsv(table, {"sub": label, "desc": "m2m"}, "predictions", sidecar={"prob_AD": {"Description": "p"}})
-    writer.write_figure(b"<svg xmlns='http://www.w3.org/2000/svg'/>", {"sub": label, "desc": "attention"}, "map")
-    writer.write_json({"Classes": ["CN", "AD"], "Scores": np.array([0.25, 0.75])}, {"sub": label, "desc": "scores"},
-                      "predictions")
+    writer.save_tsv(table, writer.build_path({"sub": label, "desc": "m2m"}, "predictions", ".tsv"),
+                    sidecar={"prob_AD": {"Description": "p"}})
+    writer.save_file(writer.figure_path({"sub": label, "desc": "attention"}, "map"),
+                     b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    writer.save_json({"Classes": ["CN", "AD"], "Scores": np.array([0.25, 0.75])},
+                     writer.build_path({"sub": label, "desc": "scores"}, "predictions", ".json"))
 
 
 def test_outputs_pass_bids_validator(tmp_path: Path) -> None:
@@ -146,9 +152,8 @@ def test_outputs_pass_bids_validator(tmp_path: Path) -> None:
     _write_outputs(writer, "01")
     with writer.participant_log("01"):
         logging.getLogger("m2m_bids").warning("a participant message")
-    (tmp_path / "out" / "sub-01.html").write_text("<html></html>", encoding="utf-8")
-    (tmp_path / "out" / "models" / "model-m2m").mkdir(parents=True)
-    (tmp_path / "out" / "models" / "model-m2m" / "model-card.json").write_text("{}", encoding="utf-8")
+    writer.save_text("<html></html>", writer.output_path("sub-01.html"))
+    writer.save_json({}, writer.output_path("models", "model-m2m", "model-card.json"))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +161,7 @@ def test_outputs_pass_bids_validator(tmp_path: Path) -> None:
 
     figure = Figure(figsize=(2, 2))
     figure.add_subplot().plot([0, 1], [1, 0])
-    png = writer.write_figure(figure, {"sub": "01", "desc": "roc"}, "curve", ".png")
+    png = writer.save_figure(figure, writer.figure_path({"sub": "01", "desc": "roc"}, "curve", ".png"))
     assert png.read_bytes().startswith(b"\x89PNG") and png.parent.name == "figures"
     assert json.loads((tmp_path / "out/sub-01/sub-01_desc-scores_predictions.json").read_text())["Scores"] == [0.25, 0.75]
     tsv = (tmp_path / "out/sub-01/sub-01_desc-m2m_predictions.tsv").read_text(encoding="utf-8")

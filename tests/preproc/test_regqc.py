@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.exitcodes import ExitCode
 from m2m_bids.preproc.cache import TensorCache
 from m2m_bids.preproc.grid import grid_template, make_grid
@@ -60,8 +61,9 @@ def test_refusal_names_participant_figure_and_threshold_unless_overridden(tmp_pa
     assert apply_qc("04", [partial], override=True) is None
 
     out = tmp_path / "out"
+    writer = DerivativesWriter(out)
     for label, entry in (("01", good), ("04", partial)):
-        table = write_participant_qc(out, label, [entry])
+        table = write_participant_qc(writer, label, [entry])
         assert (out / f"sub-{label}" / "figures" / f"sub-{label}_desc-regqc_T1w.png").stat().st_size > 1000
         assert pd.read_csv(table, sep="\t")["passed"].tolist() == [label == "01"]
     from m2m_bids.reports.participant import render_participant
@@ -69,6 +71,6 @@ def test_refusal_names_participant_figure_and_threshold_unless_overridden(tmp_pa
     html = render_participant(out, "04", [], "m2m", in_training=False).read_text()
     assert "Preprocessing quality control" in html and "template_coverage" in html and "0.150" in html
     assert "sub-04_desc-regqc_T1w.png" in html  # the overlay figure
-    group = pd.read_csv(write_group_qc(out), sep="\t")
+    group = pd.read_csv(write_group_qc(writer), sep="\t")
     assert group["participant_id"].tolist() == ["sub-01", "sub-04"]
     assert group["template_coverage"].tolist() == [1.0, 0.15]
