@@ -26,6 +26,7 @@ from m2m_bids.config import Preset, build_config
 
 def _entry(root: Path, grid: int, frames: int, resolution: float, preproc: dict, seed: int = 0):
     from m2m_bids.preproc.cache import TensorCache
+    from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance
 
     rng = np.random.default_rng(seed)
     affine = np.diag([resolution] * 3 + [1.0])
@@ -33,8 +34,10 @@ def _entry(root: Path, grid: int, frames: int, resolution: float, preproc: dict,
     tensors = {"fmri": rng.normal(size=(grid,) * 3 + (frames,)).astype(np.float16),
                "smri": rng.normal(size=(grid,) * 3).astype(np.float16),
                "mask": np.ones((grid,) * 3, np.uint8)}
-    meta = {"participant": "bench", "session": None, "task": "rest", "run": None, "repetition_time": 2.0,
-            "affine": affine.tolist(), "space": "MNI152NLin2009cAsym", "preproc": preproc}
+    meta = EntryMeta(participant="bench", bold=BoldRecord(task="rest", repetition_time=2.0),
+                     geometry=Geometry(affine=affine.tolist(), grid_shape=(grid,) * 3, space="MNI152NLin2009cAsym",
+                                       resolution_mm=resolution),
+                     provenance=Provenance(preproc=preproc))
     return TensorCache(root / "cache").put(TensorCache.make_key({"seed": seed, "grid": grid}, preproc), tensors, meta)
 
 

@@ -46,14 +46,17 @@ def make_tensors(rng: np.random.Generator, planted: np.ndarray, label: int, fram
 
 def build_entries(root: Path, labels: dict[str, int], planted: np.ndarray, args, preproc: dict, seed: int) -> list:
     from m2m_bids.preproc.cache import TensorCache
+    from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance
 
     cache = TensorCache(root / "cache")
     rng = np.random.default_rng(seed)
     entries = []
     for p, y in labels.items():
-        meta = {"participant": p, "session": None, "task": "rest", "run": None, "repetition_time": 2.0,
-                "affine": grid_affine(args.grid, args.resolution).tolist(), "space": "MNI152NLin2009cAsym",
-                "preproc": preproc}
+        meta = EntryMeta(participant=p, bold=BoldRecord(task="rest", repetition_time=2.0),
+                         geometry=Geometry(affine=grid_affine(args.grid, args.resolution).tolist(),
+                                           grid_shape=(args.grid,) * 3, space="MNI152NLin2009cAsym",
+                                           resolution_mm=args.resolution),
+                         provenance=Provenance(preproc=preproc))
         key = TensorCache.make_key({"p": p, "seed": seed}, preproc)
         entries.append(cache.put(key, make_tensors(rng, planted, y, args.frames, args.effect), meta))
     return entries

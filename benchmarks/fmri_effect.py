@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     for key in cache.keys():
         entry = cache.get(key, verify=False)
         fmri = np.asarray(entry.load("fmri"), dtype=np.float32)
-        grid = nib.Nifti1Image(np.zeros(fmri.shape[:3], np.uint8), np.asarray(entry.meta["affine"]))
+        grid = nib.Nifti1Image(np.zeros(fmri.shape[:3], np.uint8), entry.meta.affine)
         atlas = load_atlas("aal", target=grid)
         target = region_stats(fmri, atlas.mask(list(FLUCTUATION_LOSS_AD)))
         reference = region_stats(fmri, atlas.mask(list(REFERENCE)))
-        rows.append({"diagnosis": diagnosis[f"sub-{entry.meta['participant']}"], "coherence": target[0],
+        rows.append({"diagnosis": diagnosis[f"sub-{entry.meta.participant}"], "coherence": target[0],
                      "lag1": target[1], "coherence_ref": reference[0], "lag1_ref": reference[1]})
     table = pd.DataFrame(rows).groupby("diagnosis").agg(["mean", "std"]).round(3)
     sys.stdout.write(table.to_string() + "\n")

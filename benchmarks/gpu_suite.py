@@ -320,6 +320,7 @@ def loader_section(suite: Suite, args: argparse.Namespace) -> None:
 
     from m2m_bids.config import Train
     from m2m_bids.preproc.cache import TensorCache
+    from m2m_bids.preproc.entrymeta import EntryMeta
     from m2m_bids.training.data import EpochSampler, WindowDataset, as_batch, make_records
     from m2m_bids.training.distributed import Dist
     from m2m_bids.training.loop import train_one_epoch
@@ -332,7 +333,7 @@ def loader_section(suite: Suite, args: argparse.Namespace) -> None:
         for i in range(6):  # 6 runs of 200 frames: 2.1 GB at 96^3, resident on any 80 GB card
             fmri = rng.standard_normal((grid, grid, grid, 200), dtype=np.float32).astype(np.float16)
             smri = rng.standard_normal((grid,) * 3, dtype=np.float32).astype(np.float16)
-            entries.append(cache.put(f"{i + 1:064x}", {"fmri": fmri, "smri": smri}, {"participant": f"{i:02d}"}))
+            entries.append(cache.put(f"{i + 1:064x}", {"fmri": fmri, "smri": smri}, EntryMeta(participant=f"{i:02d}")))
         tab = {f"{i:02d}": np.zeros(4, np.float32) for i in range(len(entries))}
         records = make_records(entries, {p: int(p) % 2 for p in tab}, tab)
         ds = WindowDataset(records, frames=frames, modalities=("fmri", "smri", "tabular"), train=True,

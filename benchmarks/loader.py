@@ -23,6 +23,7 @@ import torch
 
 from m2m_bids.config import Train
 from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.entrymeta import EntryMeta
 from m2m_bids.training.data import EpochSampler, WindowDataset, make_records
 from m2m_bids.training.distributed import Dist
 from m2m_bids.training.loop import make_loader
@@ -52,7 +53,7 @@ def build_cache(args: argparse.Namespace) -> list:
         if entry is None:
             rng = np.random.default_rng(i)
             fmri = rng.standard_normal(shape, dtype=np.float32).astype(np.float16)
-            entry = cache.put(key, {"fmri": fmri}, {"participant": f"{i:02d}"})
+            entry = cache.put(key, {"fmri": fmri}, EntryMeta(participant=f"{i:02d}"))
         entries.append(entry)
     return entries
 

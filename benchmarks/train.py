@@ -65,6 +65,7 @@ def _batches(args: argparse.Namespace, data: str, tmp: Path):
         return itertools.cycle(batches)
     from m2m_bids.config import Train
     from m2m_bids.preproc.cache import TensorCache
+    from m2m_bids.preproc.entrymeta import EntryMeta
     from m2m_bids.training.data import EpochSampler, WindowDataset, make_records
     from m2m_bids.training.distributed import Dist
     from m2m_bids.training.loop import make_loader
@@ -74,7 +75,7 @@ def _batches(args: argparse.Namespace, data: str, tmp: Path):
         key = f"{i:064x}"
         entries.append(cache.put(key, {"fmri": rng.normal(size=(g, g, g, 2 * t)).astype(np.float16),
                                        "smri": rng.normal(size=(g, g, g)).astype(np.float16)},
-                                  {"participant": f"{i:02d}"}))
+                                  EntryMeta(participant=f"{i:02d}")))
     tab = {f"{i:02d}": np.zeros(4, np.float32) for i in range(len(entries))}
     records = make_records(entries, {p: int(p) % 2 for p in tab}, tab)
     ds = WindowDataset(records, frames=t, modalities=("fmri", "smri", "tabular"), train=True, samples_per_run=64)

@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((result.label, "failed (clear message)", result.error.message.replace("\n", " ")))
             continue
         entry = result.entries[0]
-        meta = entry.meta
+        meta, bold = entry.meta, entry.meta.bold
         rows.append((result.label, "cached" if result.cached else "preprocessed",
                      f"{len(result.entries)} run(s); fmri {tuple(entry.load('fmri').shape)}; "
-                     f"brain voxels {meta.get('brain_voxels')}; max FD {meta['motion']['max_fd']:.2f} mm; "
-                     f"STC {'yes' if meta['slice_timing'].get('SliceTimingCorrected') else 'no'}"))
+                     f"brain voxels {meta.brain_voxels}; max FD {bold.motion.max_fd:.2f} mm; "
+                     f"STC {'yes' if bold.slice_timing.corrected else 'no'}"))
     print("\n| participant | outcome | details |\n|---|---|---|")
     for label, outcome, details in sorted(rows):
         print(f"| sub-{label} | {outcome} | {details} |")

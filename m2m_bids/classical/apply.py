@@ -41,7 +41,6 @@ from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.interpret.api import apply_each, check_leakage, participant_of, session_of
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
 from m2m_bids.interpret.bundle import CardBacked, entry_preproc, preproc_differences, refuse_mismatch
-from m2m_bids.interpret.inference import meta_value
 from m2m_bids.interpret.maps import relative_to_uniform, to_nifti
 from m2m_bids.interpret.naming import Namer, res_label
 from m2m_bids.interpret.predictions import write_tsv
@@ -140,8 +139,8 @@ class Context:
 def _prediction_row(ctx: Context, label: str, session: str | None, scope: str, entry: Any | None,
                     prob: np.ndarray, n_runs: int, in_training: bool) -> dict[str, Any]:
     classes = ctx.bundle.classes
-    task = meta_value(entry, "task") if entry is not None else None
-    run = meta_value(entry, "run") if entry is not None else None
+    task = entry.meta.task if entry is not None else None
+    run = entry.meta.run if entry is not None else None
     row = {"participant_id": f"sub-{label}", "session_id": f"ses-{session}" if session else "n/a", "scope": scope,
            "task": task or "n/a", "run": run if run is not None else "n/a", "n_runs": n_runs,
            "predicted_label": classes[int(prob.argmax())]}
@@ -250,7 +249,7 @@ def apply_participant(ctx: Context, label: str, entries: list[Any], cfg: RunConf
     for entry in entries:
         check_run(ctx.bundle, entry, run_preproc)
     by_session: dict[str | None, list[Any]] = defaultdict(list)
-    for entry in sorted(entries, key=lambda e: (str(session_of(e)), str(meta_value(e, "task")), str(meta_value(e, "run")))):
+    for entry in sorted(entries, key=lambda e: (str(session_of(e)), str(e.meta.task), str(e.meta.run))):
         by_session[session_of(entry)].append(entry)
     views = [apply_session(ctx, label, ses, runs, in_training)
              for ses, runs in sorted(by_session.items(), key=lambda kv: str(kv[0]))]
@@ -268,7 +267,7 @@ def apply_classical(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dic
     """
     bundle = load_classical(bundle_dir)
     parc = parcellation_from_card(bundle.card["features"], bundle.grid_shape, bundle.grid_affine)
-    template = str(meta_value(entries[0], "space") or bundle.preproc.get("template") or cfg.preproc.template)
+    template = str(entries[0].meta.space or bundle.preproc.get("template") or cfg.preproc.template)
     ctx = Context(bundle=bundle, parc=parc, output_dir=cfg.execution.output_dir, template=template,
                   res=res_label(bundle.preproc.get("resolution_mm", cfg.preproc.resolution_mm)),
                   top_k=cfg.interpret.top_k, reports=cfg.interpret.reports)

@@ -59,13 +59,13 @@ class Parcellation:
 
 
 def grid_affine(entry: EntryLike) -> np.ndarray:
-    """The voxel -> MNI affine of an entry's grid (``meta["affine"]``, written by preprocessing)."""
-    affine = entry.meta.get("affine")
+    """The voxel -> MNI affine of an entry's grid (its recorded geometry, written by preprocessing)."""
+    affine = entry.meta.affine
     if affine is None:
         raise AppError(f"cache entry {entry.key} records no grid affine, so an atlas cannot be placed on it",
                        ExitCode.DATA_ERROR, hint="re-run the participant level with this version of m2m-bids "
-                       "(its cache entries record meta['affine'])")
-    return np.asarray(affine, dtype=float)
+                       "(its cache entries record the grid geometry)")
+    return affine
 
 
 def _atlas_on_grid(atlas: str, shape: tuple[int, ...], affine: np.ndarray) -> tuple[str, np.ndarray, Any]:

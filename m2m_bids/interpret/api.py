@@ -24,7 +24,7 @@ import torch
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.interpret.bundle import Bundle, TrainedOn, check_entry, load_bundle
-from m2m_bids.interpret.inference import meta_value, score_run
+from m2m_bids.interpret.inference import score_run
 from m2m_bids.interpret.naming import res_label
 from m2m_bids.interpret.participant import AtlasGrid, Context, apply_session
 from m2m_bids.interpret.predictions import update_predictions
@@ -34,12 +34,12 @@ from m2m_bids.runtime import resolve_device
 log = logging.getLogger(__name__)
 
 def participant_of(entry: Any) -> str:
-    value = str(meta_value(entry, "participant"))
+    value = str(entry.meta.participant)
     return value[4:] if value.startswith("sub-") else value
 
 
 def session_of(entry: Any) -> str | None:
-    value = meta_value(entry, "session")
+    value = entry.meta.session
     if value in (None, "", "n/a"):
         return None
     value = str(value)
@@ -110,7 +110,7 @@ def apply_participant(ctx: Context, label: str, entries: list[Any], tabular: np.
     for entry in entries:
         check_entry(ctx.bundle, entry, run_preproc)
     by_session: dict[str | None, list[tuple[Any, Any]]] = defaultdict(list)
-    for entry in sorted(entries, key=lambda e: (str(session_of(e)), str(meta_value(e, "task")), str(meta_value(e, "run")))):
+    for entry in sorted(entries, key=lambda e: (str(session_of(e)), str(e.meta.task), str(e.meta.run))):
         scores = score_run(ctx.bundle.model, entry, tabular=tabular, saliency=cfg.interpret.saliency, device=device)
         by_session[session_of(entry)].append((entry, scores))
     views = [apply_session(ctx, label, ses, runs) for ses, runs in sorted(by_session.items(), key=lambda kv: str(kv[0]))]
@@ -123,10 +123,10 @@ def apply_participant(ctx: Context, label: str, entries: list[Any], tabular: np.
 def build_context(bundle: Bundle, entries: list[Any], cfg: RunConfig) -> Context:
     """Atlas on the grid of the cached tensors, names and settings shared by all participants."""
     first = entries[0]
-    affine = np.asarray(meta_value(first, "affine"), dtype=float)
+    affine = np.asarray(first.meta.affine, dtype=float)
     shape = tuple(int(s) for s in np.shape(first.load("smri" if "smri" in bundle.model.config.modalities else "fmri"))[:3])  # type: ignore[attr-defined]
     atlas = load_atlas_grid(cfg.interpret.atlas, shape, affine)  # type: ignore[arg-type]
-    template = str(meta_value(first, "space") or bundle.preproc.get("template") or cfg.preproc.template)
+    template = str(first.meta.space or bundle.preproc.get("template") or cfg.preproc.template)
     resolution = bundle.preproc.get("resolution_mm", cfg.preproc.resolution_mm)
     return Context(bundle=bundle, atlas=atlas, output_dir=cfg.execution.output_dir, template=template,
                    res=res_label(resolution), top_k=cfg.interpret.top_k, n_states=cfg.interpret.n_states)

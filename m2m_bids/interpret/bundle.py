@@ -220,12 +220,8 @@ def entry_preproc(entry: Any, run_preproc: dict[str, Any]) -> dict[str, Any]:
     ``run_preproc`` are the parameters of this run (they are part of the cache key, so they
     describe the cached tensors); parameters stored in the entry's metadata win where present.
     """
-    from m2m_bids.interpret.inference import meta_value
-
     used = dict(run_preproc)
-    stored = meta_value(entry, "preproc")
-    if isinstance(stored, dict):
-        used.update(stored)
+    used.update(entry.meta.provenance.preproc or {})
     return used
 
 

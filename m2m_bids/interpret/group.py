@@ -24,7 +24,7 @@ from m2m_bids.config import RunConfig
 from m2m_bids.interpret.atlas_tables import parcellate
 from m2m_bids.interpret.brainmask import brain_mask
 from m2m_bids.interpret.bundle import load_bundle
-from m2m_bids.interpret.inference import RunScores, meta_value, score_run
+from m2m_bids.interpret.inference import RunScores, score_run
 from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, to_nifti, upsample_tokens, voxel_size
 from m2m_bids.interpret.participant import MODALITY_DESC, SCALE_NOTE
 from m2m_bids.interpret.predictions import write_tsv
@@ -99,7 +99,7 @@ def write_group_interpretation(bundle_dir: Path, entries: list[Any], cfg: RunCon
     participants = sorted({p for p, _ in samples})
     labels = true_labels(cfg.execution.bids_dir, bundle.card, participants)
     features = tabular_features(bundle, cfg.execution.bids_dir, participants)
-    affine = np.asarray(meta_value(entries[0], "affine"), dtype=float)
+    affine = np.asarray(entries[0].meta.affine, dtype=float)
     shape = ctx.atlas.grid.shape
     sums: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
     inside: dict[tuple[str, str, str], np.ndarray] = {}

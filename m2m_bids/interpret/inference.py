@@ -27,14 +27,6 @@ from m2m_bids.training.data import eval_starts, read_window
 log = logging.getLogger(__name__)
 
 
-def meta_value(entry: Any, key: str, default: Any = None) -> Any:
-    """A field of a cache entry's metadata (a dict or an object)."""
-    meta = entry.meta
-    if isinstance(meta, dict):
-        return meta.get(key, default)
-    return getattr(meta, key, default)
-
-
 @dataclass
 class RunScores:
     """Everything one run produced; arrays are on the model grid / token grid."""

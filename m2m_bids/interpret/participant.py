@@ -20,7 +20,7 @@ from m2m_bids.interpret.atlas_tables import parcellate, top_regions
 from m2m_bids.interpret.brainmask import brain_mask
 from m2m_bids.interpret.brain_states import brain_states, states_table, stitch_frame_scores
 from m2m_bids.interpret.bundle import Bundle
-from m2m_bids.interpret.inference import RunScores, meta_value
+from m2m_bids.interpret.inference import RunScores
 from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, to_nifti, upsample_tokens, voxel_size
 from m2m_bids.interpret.naming import Namer
 from m2m_bids.interpret.predictions import write_tsv
@@ -82,7 +82,7 @@ def prediction_rows(label: str, session: str | None, runs: list[tuple[Any, RunSc
     all_windows = np.concatenate([s.window_logits for _, s in runs])
     rows.append(row("session", None, None, all_windows.mean(0), len(all_windows)))
     for entry, scores in runs:
-        rows.append(row("run", meta_value(entry, "task"), meta_value(entry, "run"), scores.logits, scores.n_windows))
+        rows.append(row("run", entry.meta.task, entry.meta.run, scores.logits, scores.n_windows))
     return pd.DataFrame(rows)
 
 
@@ -144,14 +144,14 @@ def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray
 
 def session_maps(ctx: Context, namer: Namer, runs: list[tuple[Any, RunScores]]) -> list[MapView]:
     """Attention, class-discriminative attention and saliency maps, per modality (fMRI per task), in the brain."""
-    affine = np.asarray(meta_value(runs[0][0], "affine"), dtype=float)
+    affine = np.asarray(runs[0][0].meta.affine, dtype=float)
     shape = ctx.atlas.grid.shape
     views = []
     groups: dict[tuple[str, str | None], list[tuple[Any, RunScores]]] = defaultdict(list)
     for entry, scores in runs:
         for modality in MODALITY_DESC:
             if modality in scores.spatial_attention or modality in scores.saliency:
-                groups[(modality, meta_value(entry, "task") if modality == "fmri" else None)].append((entry, scores))
+                groups[(modality, entry.meta.task if modality == "fmri" else None)].append((entry, scores))
     for (modality, task), members in sorted(groups.items(), key=lambda kv: (kv[0][0] != "smri", str(kv[0][1]))):
         sources = sorted({Path(str(getattr(e, "path", ""))).name for e, _ in members})
         mask = brain_mask(members[0][0], modality, shape, affine)
@@ -193,9 +193,9 @@ def run_states(ctx: Context, namer: Namer, entry: Any, scores: RunScores) -> Sta
     if found is None:
         return None
     per_frame, source = found
-    task, run = meta_value(entry, "task"), meta_value(entry, "run")
+    task, run = entry.meta.task, entry.meta.run
     run = None if run is None else str(run)
-    tr = meta_value(entry, "repetition_time")
+    tr = entry.meta.repetition_time
     tr = float(tr) if tr else None
     frames = pd.DataFrame({"frame": np.arange(scores.n_frames),
                            "onset": np.arange(scores.n_frames) * tr if tr else np.nan, "score": per_frame})

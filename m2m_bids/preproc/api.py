@@ -130,14 +130,15 @@ def _log_run_warnings(label: str, entry: CacheEntry, flag_mean_fd_mm: float) -> 
     Workers cannot write the run log; what changed the processing (a slice-timing correction
     skipped because of the sidecar) and high but plausible head motion are logged here.
     """
-    warning = (entry.meta.get("slice_timing") or {}).get("warning")
-    if warning:
-        log.warning("sub-%s: %s", label, warning)
-    mean_fd = (entry.meta.get("motion") or {}).get("mean_fd")
-    if mean_fd is not None and mean_fd > flag_mean_fd_mm:
+    bold = entry.meta.bold
+    if bold is None:
+        return
+    if bold.slice_timing is not None and bold.slice_timing.warning:
+        log.warning("sub-%s: %s", label, bold.slice_timing.warning)
+    if bold.motion is not None and bold.motion.mean_fd > flag_mean_fd_mm:
         log.warning("sub-%s: high head motion in %s: mean framewise displacement %.2f mm (above "
                     "preproc.flag_mean_fd_mm = %g); check the motion QC before using this run", label,
-                    entry.meta.get("source_bold"), mean_fd, flag_mean_fd_mm)
+                    entry.meta.provenance.source_bold, bold.motion.mean_fd, flag_mean_fd_mm)
 
 
 def crash_dump_dir(cfg: RunConfig, label: str) -> Path:

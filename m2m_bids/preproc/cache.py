@@ -38,12 +38,14 @@ import numpy as np
 
 from m2m_bids import __version__
 from m2m_bids.preproc.content_hash import ContentHashes, sha256_file
+from m2m_bids.preproc.entrymeta import EntryMeta, Provenance, evolve, read_meta, to_manifest
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-#: Bump when the on-disk layout changes: old entries then simply miss. 2: content-hash key,
-#: ``brain_mask`` tensor and ``meta["qc"]`` figures.
+#: Bump when the on-disk tensors change: old entries then simply miss. 2: content-hash key,
+#: ``brain_mask`` tensor and QC figures. (The metadata layout is versioned on its own,
+#: :mod:`m2m_bids.preproc.entrymeta`.)
 CACHE_FORMAT = 2
 #: fMRI array layout, recorded in the manifest as ``layout``: 1 = ``(X, Y, Z, T)`` (no field),
 #: 2 = ``(T, X, Y, Z)``. Older layouts are migrated in place on read, so the key stays the same.
@@ -121,18 +123,21 @@ def _file_identity(value: Any, hashes: ContentHashes) -> Any:
 class CacheEntry:
     """One preprocessed sample: one BOLD run of one participant/session, with that session's T1w.
 
-    ``meta`` holds participant, session, task, run, repetition_time, affine (of the output grid),
-    space, shapes, the preprocessing parameters (``preproc``) and their hash, version and date.
+    ``meta`` is the typed metadata (:class:`~m2m_bids.preproc.entrymeta.EntryMeta`); ``tensors``
+    is the manifest's record of each tensor file (shape, dtype, bytes, sha256) and ``layout`` the
+    fMRI array layout (:data:`LAYOUT`).
     """
 
     path: Path
     key: str
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: EntryMeta
+    tensors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    layout: int = 1
 
     @property
     def names(self) -> list[str]:
         """Tensor names held by this entry."""
-        return sorted(self.meta.get("tensors", {}))
+        return sorted(self.tensors)
 
     def load(self, name: str, mmap: bool = True) -> np.ndarray:
         """``fmri`` (X,Y,Z,T) float16, ``mask`` (X,Y,Z) uint8, or an (X,Y,Z) float16 map: ``smri``,
@@ -148,7 +153,7 @@ class CacheEntry:
     @property
     def time_first(self) -> bool:
         """Whether the fMRI file is stored ``(T, X, Y, Z)`` (layout 2 and later)."""
-        return int(self.meta.get("layout", 1)) >= 2
+        return self.layout >= 2
 
     def frames(self, mmap: bool = True) -> np.ndarray:
         """The fMRI run ``(T, X, Y, Z)`` float16, as stored: ``frames()[t:t + n]`` is one contiguous read
@@ -230,17 +235,17 @@ class TensorCache:
         if not folder.is_dir():
             return None
         try:
-            meta = self._verified_meta(folder, key, verify)
+            entry = self._verified_entry(folder, key, verify)
         except (OSError, ValueError, KeyError) as err:
             log.warning("tensor cache entry %s is corrupt or incomplete (%s): removing it; it will be rebuilt",
                         folder, err)
             self._remove(folder)
             return None
-        if int(meta.get("layout", 1)) < LAYOUT and "fmri" in meta["tensors"]:
-            return self._migrate(folder, key, meta)
-        return CacheEntry(path=folder, key=key, meta=meta)
+        if entry.layout < LAYOUT and "fmri" in entry.tensors:
+            return self._migrate(entry)
+        return entry
 
-    def _verified_meta(self, folder: Path, key: str, verify: bool) -> dict[str, Any]:
+    def _verified_entry(self, folder: Path, key: str, verify: bool) -> CacheEntry:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("key") != key or manifest.get("format") != CACHE_FORMAT:
             raise ValueError("manifest key/format mismatch")
@@ -250,13 +255,11 @@ class TensorCache:
                 raise ValueError(f"{file.name} has {file.stat().st_size} bytes, manifest says {info['bytes']}")
             if verify and sha256_file(file) != info["sha256"]:
                 raise ValueError(f"{file.name} checksum mismatch")
-        meta = dict(manifest["meta"])
-        meta["tensors"] = manifest["tensors"]
-        meta["layout"] = int(manifest.get("layout", 1))
-        return meta
+        return CacheEntry(path=folder, key=key, meta=read_meta(manifest["meta"]), tensors=dict(manifest["tensors"]),
+                          layout=int(manifest.get("layout", 1)))
 
     # -- migrate -------------------------------------------------------------------------------
-    def _migrate(self, folder: Path, key: str, meta: dict[str, Any]) -> CacheEntry | None:
+    def _migrate(self, entry: CacheEntry) -> CacheEntry | None:
         """Rewrite a time-last (layout 1) entry time-first under the same key, atomically.
 
         The other tensors are hard-linked (copied where links are not supported), the fMRI array
@@ -264,8 +267,9 @@ class TensorCache:
         and the new one renamed into place. A concurrent migrator or reader never sees a half
         entry: the loser of the rename discards its copy and reads the winner's.
         """
+        folder, key = entry.path, entry.key
         log.info("tensor cache entry %s has the time-last fMRI layout %d: rewriting it time-first (layout %d)",
-                 folder, meta["layout"], LAYOUT)
+                 folder, entry.layout, LAYOUT)
         tmp = folder.parent / f".tmp-{key[:16]}-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
@@ -274,12 +278,11 @@ class TensorCache:
                     _link_or_copy(file, tmp / file.name)
             fmri = _write_time_first(np.load(folder / "fmri.npy", mmap_mode="r", allow_pickle=False),
                                      tmp / "fmri.npy")
-            tensors = dict(meta["tensors"])
+            tensors = dict(entry.tensors)
             tensors["fmri"] = {"shape": list(fmri.shape), "dtype": fmri.dtype.str,
                                "bytes": (tmp / "fmri.npy").stat().st_size, "sha256": sha256_file(tmp / "fmri.npy")}
-            plain = {k: v for k, v in meta.items() if k not in ("tensors", "layout")}
             _write_manifest(tmp, {"format": CACHE_FORMAT, "layout": LAYOUT, "key": key, "tensors": tensors,
-                                  "meta": plain})
+                                  "meta": to_manifest(entry.meta)})
             trash = folder.parent / f".trash-{key[:16]}-{uuid.uuid4().hex}"
             os.rename(folder, trash)
         except OSError:  # another process migrated or removed it first
@@ -303,7 +306,7 @@ class TensorCache:
         return sorted(p.name for p in self.root.glob("??/*") if p.is_dir() and not p.name.startswith("."))
 
     # -- write ---------------------------------------------------------------------------------
-    def put(self, key: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> CacheEntry:
+    def put(self, key: str, tensors: dict[str, np.ndarray], meta: EntryMeta) -> CacheEntry:
         """Store ``tensors`` under ``key`` atomically and return the entry.
 
         ``fmri`` is given ``(X, Y, Z, T)`` like every other image and stored time-first. Images are
@@ -330,13 +333,11 @@ class TensorCache:
             log.debug("tensor cache: another process stored %s first; reusing it", key)
             return winner
         _fsync_dir(final.parent)
-        entry_meta = dict(manifest["meta"])
-        entry_meta["tensors"] = manifest["tensors"]
-        entry_meta["layout"] = LAYOUT
-        return CacheEntry(path=final, key=key, meta=entry_meta)
+        return CacheEntry(path=final, key=key, meta=read_meta(manifest["meta"]), tensors=manifest["tensors"],
+                          layout=LAYOUT)
 
     def _write_tensors(self, folder: Path, key: str, tensors: dict[str, np.ndarray],
-                       meta: dict[str, Any]) -> dict[str, Any]:
+                       meta: EntryMeta) -> dict[str, Any]:
         info: dict[str, Any] = {}
         for name, array in tensors.items():
             dtype = TENSOR_DTYPES.get(name, np.dtype(np.float16))
@@ -351,15 +352,17 @@ class TensorCache:
                 os.fsync(handle.fileno())
             info[name] = {"shape": list(data.shape), "dtype": data.dtype.str, "bytes": file.stat().st_size,
                           "sha256": sha256_file(file)}
-        full_meta = dict(meta)
-        full_meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        full_meta.setdefault("version", __version__)
-        full_meta["shapes"] = {n: i["shape"] for n, i in info.items()}
-        if "fmri" in full_meta["shapes"]:  # the run's (X, Y, Z, T), whatever the storage order
-            t, *space = full_meta["shapes"]["fmri"]
-            full_meta["shapes"]["fmri"] = [*space, t]
+        shapes = {n: list(i["shape"]) for n, i in info.items()}
+        if "fmri" in shapes:  # the run's (X, Y, Z, T), whatever the storage order
+            t, *space = shapes["fmri"]
+            shapes["fmri"] = [*space, t]
+        made = meta.provenance
+        provenance = Provenance.model_validate({
+            **made.model_dump(), "version": made.version or __version__,
+            "created": made.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        full_meta = evolve(meta, shapes=shapes, provenance=provenance)
         return _write_manifest(folder, {"format": CACHE_FORMAT, "layout": LAYOUT, "key": key, "tensors": info,
-                                        "meta": full_meta})
+                                        "meta": to_manifest(full_meta)})
 
     @staticmethod
     def _remove(folder: Path) -> None:

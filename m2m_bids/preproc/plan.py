@@ -19,6 +19,7 @@ from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, PetImage, SessionIn
 from m2m_bids.config import ACCEPTANCE_ONLY, RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance
 from m2m_bids.preproc.fmriprep import FmriprepRun, find_fmriprep_dir, match_run
 from m2m_bids.preproc.grid import TEMPLATE_NAME, make_grid
 
@@ -38,7 +39,7 @@ class RunPlan:
     t1w: Path
     t1w_entities: dict[str, str]
     key: str
-    meta: dict[str, Any]
+    meta: EntryMeta
     fmriprep: FmriprepRun | None = None
     params: dict[str, Any] = field(default_factory=dict)
     pet: PetImage | None = None  # the session's PET, stored with each of its runs
@@ -107,19 +108,17 @@ def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[Run
                 inputs["pet"] = session.pet.path
                 inputs["pet_frame_durations"] = session.pet.frame_durations
             key = TensorCache.make_key(inputs, params, hashes)
-            meta = {
-                "participant": participant.label, "session": session.session,
-                "task": run.entities.get("task"), "run": run.entities.get("run"),
-                "entities": dict(run.entities), "repetition_time": run.repetition_time,
-                "affine": grid.affine.tolist(), "grid_shape": list(grid.shape), "space": TEMPLATE_NAME,
-                "resolution_mm": pp.resolution_mm, "preproc": params, "params_hash": TensorCache.make_key({}, params),
-                "source_bold": str(run.path), "source_t1w": str(session.t1w), "version": __version__,
-                "input": "fmriprep" if prep else "raw",
-            }
-            if prep is not None:
-                meta["fmriprep_space"] = prep.space
-            if session.pet is not None:
-                meta["source_pet"] = str(session.pet.path)
+            meta = EntryMeta(
+                participant=participant.label, session=session.session,
+                geometry=Geometry(affine=grid.affine.tolist(), grid_shape=list(grid.shape), space=TEMPLATE_NAME,
+                                  resolution_mm=pp.resolution_mm),
+                provenance=Provenance(source_t1w=str(session.t1w), source_bold=str(run.path),
+                                      source_pet=str(session.pet.path) if session.pet is not None else None,
+                                      input="fmriprep" if prep else "raw", fmriprep_space=prep.space if prep else None,
+                                      preproc=params, params_hash=TensorCache.make_key({}, params),
+                                      version=__version__),
+                bold=BoldRecord(task=run.entities.get("task"), run=run.entities.get("run"),
+                                entities=dict(run.entities), repetition_time=run.repetition_time))
             plans.append(RunPlan(participant=participant.label, session=session.session, bold=run, t1w=session.t1w,
                                  t1w_entities=dict(session.t1w_entities) or _t1w_entities(run, session),
                                  key=key, meta=meta, fmriprep=prep, params=params, pet=session.pet))

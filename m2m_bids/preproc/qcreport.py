@@ -36,8 +36,8 @@ TABLE_SUFFIX = "_desc-regqc_table.tsv"
 def run_label(entry: CacheEntry) -> str:
     """``ses-X_task-Y_run-Z`` of an entry (its identity in the tables and messages)."""
     meta = entry.meta
-    parts = [f"ses-{meta['session']}" if meta.get("session") else "", f"task-{meta.get('task')}",
-             f"run-{meta['run']}" if meta.get("run") else ""]
+    parts = [f"ses-{meta.session}" if meta.session else "", f"task-{meta.task}",
+             f"run-{meta.run}" if meta.run else ""]
     return "_".join(p for p in parts if p)
 
 
@@ -45,7 +45,7 @@ def participant_rows(label: str, entries: list[CacheEntry]) -> pd.DataFrame:
     """One row per run: the QC figures (empty where the input brings none, e.g. fMRIPrep) and ``passed``."""
     rows = []
     for entry in entries:
-        figures = entry.meta.get("qc", {})
+        figures = entry.meta.qc.present()
         rows.append({"participant_id": f"sub-{label}", "run": run_label(entry),
                      **{name: figures.get(name) for name in FIGURES}, "passed": not failures(figures)})
     return pd.DataFrame(rows, columns=["participant_id", "run", *FIGURES, "passed"])
@@ -57,7 +57,10 @@ def overlay_figure(entry: CacheEntry) -> Figure:
     from m2m_bids.preproc.qc import _figure
 
     t1w = np.asarray(entry.load("smri"), dtype=np.float32)
-    grid = make_grid(float(entry.meta["resolution_mm"]), entry.meta["grid_shape"])
+    geometry = entry.meta.geometry
+    if geometry is None:
+        raise ValueError(f"cache entry {entry.key} records no grid geometry")
+    grid = make_grid(geometry.resolution_mm, list(geometry.grid_shape))
     template = grid_template("mask", grid)
     brain = np.asarray(entry.load("brain_mask")) if "brain_mask" in entry.names else None
     fig, axes = _figure(1, 3, (9, 3.2))
@@ -71,7 +74,7 @@ def overlay_figure(entry: CacheEntry) -> Figure:
         if brain is not None:
             ax.contour(np.rot90(brain[tuple(take)]), levels=[0.5], colors="c", linewidths=0.6)
         ax.set_axis_off()
-    qc = entry.meta.get("qc", {})
+    qc = entry.meta.qc.present()
     fig.suptitle(", ".join(f"{k} {qc[k]:.2f}" for k in FIGURES if qc.get(k) is not None), fontsize=8)
     return fig
 
@@ -82,7 +85,7 @@ def write_participant_qc(writer: DerivativesWriter, label: str, entries: list[Ca
 
     sessions: dict[str | None, CacheEntry] = {}
     for entry in entries:
-        sessions.setdefault(entry.meta.get("session"), entry)
+        sessions.setdefault(entry.meta.session, entry)
     for session, entry in sessions.items():
         writer.save_figure(overlay_figure(entry), writer.figure_path({"sub": label, "ses": session, "desc": "regqc"},
                                                                       "T1w", ".png"), dpi=DPI)
@@ -103,8 +106,8 @@ def write_group_qc(writer: DerivativesWriter) -> Path:
 def apply_qc(label: str, entries: list[CacheEntry], override: bool) -> AppError | None:
     """The refusal of a participant whose QC figures cross a threshold (``None`` when it passes or
     ``override`` is set; an overridden failure is logged as a warning)."""
-    qc_by_run = {run_label(e): e.meta.get("qc", {}) for e in entries}
-    source = str(entries[0].meta.get("source_t1w", "")) if entries else ""
+    qc_by_run = {run_label(e): e.meta.qc.present() for e in entries}
+    source = str(entries[0].meta.provenance.source_t1w or "") if entries else ""
     try:
         check_participant(label, qc_by_run, source)
     except AppError as err:

@@ -2,7 +2,7 @@
 
 Why: a failed registration or a partial-coverage scan still yields tensors of the right shape, and
 the model is then trained and explained on a brain that is not where the atlas says. Each cache
-entry stores four figures (``meta["qc"]``); a participant whose figures cross a threshold is
+entry stores four figures (:class:`~m2m_bids.preproc.entrymeta.QCFigures`); a participant whose figures cross a threshold is
 refused with the figure, its value and the threshold (exit 65) unless the user overrides QC.
 
 Thresholds were set on the shared real scans (docs/preprocessing.md): visually good registrations

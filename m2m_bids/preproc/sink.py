@@ -16,6 +16,7 @@ import numpy as np
 from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.preproc import outputs, qc
 from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.entrymeta import BoldRecord, Motion, QCFigures, evolve, read_meta, slice_timing_from_record
 from m2m_bids.preproc.grid import grid_template, make_grid
 from m2m_bids.preproc.resample import standardise_timeseries
 
@@ -30,38 +31,35 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
     ``maps`` names the per-run ``.npy`` maps (:mod:`m2m_bids.preproc.maps`, and the session's PET),
     stored zero outside that run mask like every tensor of the entry. Raw input also brings the
     T1w's own brain mask on the grid (stored whole as ``brain_mask``) and the QC figures
-    (``meta["qc"]``, :mod:`m2m_bids.preproc.regqc`)."""
+    (:class:`~m2m_bids.preproc.entrymeta.QCFigures`, :mod:`m2m_bids.preproc.regqc`)."""
     from m2m_bids.preproc.maps import coverage_mask
     from m2m_bids.preproc.steps import read_motion
 
-    meta: dict[str, Any] = json.loads(meta_json)
+    planned = read_meta(meta_json)
     bold_data = np.load(bold)
     brain = np.load(mask) > 0
     run_mask = coverage_mask(brain, bold_data)
     if run_mask.sum() < 0.05 * max(int(brain.sum()), 1):
-        log.warning("%s: the BOLD field of view covers only %d of %d brain voxels", meta.get("source_bold"),
+        log.warning("%s: the BOLD field of view covers only %d of %d brain voxels", planned.provenance.source_bold,
                     int(run_mask.sum()), int(brain.sum()))
     fmri = standardise_timeseries(bold_data, run_mask) if standardize else bold_data * run_mask[..., None]
     motion_table = read_motion(motion)
     record = json.loads(Path(stc_record).read_text())
-    meta.update({
-        "slice_timing": record,
-        "motion": {"mean_fd": float(motion_table[:, 6].mean()), "max_fd": float(motion_table[:, 6].max()),
-                   "max_translation_mm": float(np.abs(motion_table[:, :3]).max()),
-                   "max_rotation_deg": float(np.rad2deg(np.abs(motion_table[:, 3:6]).max()))},
-        "n_volumes": int(fmri.shape[-1]),
-        "brain_voxels": int(run_mask.sum()),
-    })
+    motion_summary = Motion(mean_fd=float(motion_table[:, 6].mean()), max_fd=float(motion_table[:, 6].max()),
+                            max_translation_mm=float(np.abs(motion_table[:, :3]).max()),
+                            max_rotation_deg=float(np.rad2deg(np.abs(motion_table[:, 3:6]).max())))
+    bold_record = (planned.bold or BoldRecord()).model_copy(update={
+        "slice_timing": slice_timing_from_record(record), "motion": motion_summary, "n_volumes": int(fmri.shape[-1])})
     qc_figures: dict[str, Any] = json.loads(Path(qc_anat).read_text()) if qc_anat else {}
     if qc_bold:
         qc_figures["bold_t1w_cost"] = json.loads(Path(qc_bold).read_text())["coregistration_cost"]
-    meta["qc"] = qc_figures
+    meta = evolve(planned, bold=bold_record, qc=QCFigures(**qc_figures), brain_voxels=int(run_mask.sum()))
     tensors = {"fmri": fmri, "smri": np.load(t1w), "mask": run_mask.astype(np.uint8)}
     if brain_grid:
         tensors["brain_mask"] = np.load(brain_grid).astype(np.uint8)
     tensors.update({name: np.load(path) * run_mask for name, path in sorted(maps.items())})  # 0 outside, as fmri
     entry = TensorCache(Path(cache_dir)).put(key, tensors, meta)
-    log.info("cached %s (%s)", entry.key[:12], meta.get("source_bold"))
+    log.info("cached %s (%s)", entry.key[:12], meta.provenance.source_bold)
     return str(entry.path)
 
 

@@ -26,7 +26,9 @@ from typing import Any
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from m2m_bids.preproc import entrymeta
 from m2m_bids.preproc import interfaces as ifc
+from m2m_bids.preproc.entrymeta import EntryMeta
 
 
 def init_anat_wf(*, resolution_mm: float, grid_shape: list[int], method: str, omp_nthreads: int, seed: int,
@@ -167,7 +169,7 @@ def init_fmriprep_bold_wf(*, resolution_mm: float, grid_shape: list[int], fwhm_m
     return wf
 
 
-def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardize: bool,
+def init_ds_run_wf(*, key: str, cache_dir: str, meta: EntryMeta, standardize: bool,
                    derivatives: dict[str, Any] | None, resolution_mm: float, repetition_time: float,
                    alff_band_hz: list[float], with_pet: bool = False, raw: bool = True,
                    name: str = "ds_run_wf") -> pe.Workflow:
@@ -191,7 +193,7 @@ def init_ds_run_wf(*, key: str, cache_dir: str, meta: dict[str, Any], standardiz
     grey = pe.Node(ifc.GreyMatter(resolution_mm=resolution_mm), name="grey_matter", mem_gb=0.5)
     bold_maps = pe.Node(ifc.BoldMaps(repetition_time=repetition_time, band_hz=list(alff_band_hz)),
                         name="bold_maps", mem_gb=1.0)
-    store = pe.Node(ifc.StoreRun(key=key, cache_dir=cache_dir, meta=json.dumps(meta, sort_keys=True, default=str),
+    store = pe.Node(ifc.StoreRun(key=key, cache_dir=cache_dir, meta=entrymeta.dumps(meta),
                                  standardize=standardize), name="store_cache", mem_gb=1.0)
     store.overwrite = True  # cheap, and the cache (not nipype) decides whether work is needed
     mapping = [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("bold_smoothed", "bold"), ("motion", "motion"),

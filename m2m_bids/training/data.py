@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from m2m_bids.preproc.entrymeta import EntryMeta
 from m2m_bids.training.augment import Augmenter
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class EntryLike(Protocol):
     """What the datasets need from a :class:`m2m_bids.preproc.cache.CacheEntry`."""
 
     key: str
-    meta: dict[str, Any]
+    meta: EntryMeta
 
     @property
     def names(self) -> list[str]: ...
@@ -56,7 +57,7 @@ class RunRecord:
 
 def participant_of(entry: EntryLike) -> str:
     """Participant label of a cache entry (without ``sub-``)."""
-    value = str(entry.meta["participant"])
+    value = entry.meta.participant
     return value[4:] if value.startswith("sub-") else value
 
 

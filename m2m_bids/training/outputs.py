@@ -90,8 +90,9 @@ def package_versions() -> dict[str, str]:
 
 def cache_provenance(entries: list[EntryLike]) -> dict[str, Any]:
     """Cache keys, preprocessing parameters and their hashes of the training samples (``apply`` checks them)."""
-    hashes = {str(e.meta["params_hash"]) for e in entries if e.meta.get("params_hash") is not None}
-    params = [e.meta["preproc"] for e in entries if e.meta.get("preproc") is not None]
+    provenance = [e.meta.provenance for e in entries]
+    hashes = {p.params_hash for p in provenance if p.params_hash is not None}
+    params = [p.preproc for p in provenance if p.preproc is not None]
     return {"param_hashes": sorted(hashes), "params": params[0] if params else None,
             "keys": sorted(str(e.key) for e in entries)}
 

@@ -82,7 +82,7 @@ class SplitRunner:
         (models that place an atlas on the grid) and what ``functional_map = "auto"`` resolves to
         (``pet`` when every run has a PET map, else ``falff``)."""
         overrides = dict(self.cfg.model.overrides)
-        affine = self.entries[0].meta.get("affine")
+        affine = self.entries[0].meta.affine
         if affine is not None:
             overrides.setdefault("grid_affine", [float(v) for v in np.ravel(affine)])
         if overrides.get("functional_map", "auto") == "auto":

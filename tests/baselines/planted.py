@@ -2,7 +2,7 @@
 and :func:`arch_config`, a tiny CPU group-run configuration for any ``--arch``.
 
 Unlike ``tests/training/synth_cache.py`` (cubes on a grid without an affine), these entries record
-``meta["affine"]`` like real preprocessing does, so the atlas-based classical baseline can place
+their grid geometry like real preprocessing does, so the atlas-based classical baseline can place
 AAL2 on them. Class 1 ("AD") differs from class 0 ("CN") by up to three independent effects:
 
 - ``atrophy``: lower T1w intensity in both hippocampi and parahippocampal gyri;
@@ -33,6 +33,7 @@ import pandas as pd
 
 from m2m_bids.atlases import load_atlas
 from m2m_bids.config import Execution, ModelCfg, Preproc, RunConfig, Train
+from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance
 from m2m_bids.preproc.grid import make_grid
 
 SHAPE = (16, 16, 16)
@@ -98,9 +99,9 @@ def build_planted(cache: Any, n_per_class: int = 10, *, frames: int = 8, atrophy
     for i in range(2 * n_per_class):
         label, participant = i % 2, f"{i + first:02d}"
         for ses in (["1", "2"] if (i + 1) % 3 == 0 else ["1"]):
-            meta = {"participant": participant, "session": ses, "task": "rest", "run": None,
-                    "repetition_time": 2.0, "affine": affine.tolist(), "grid_shape": list(SHAPE),
-                    "resolution_mm": RESOLUTION, "params_hash": "planted", "preproc": {"grid_shape": list(SHAPE)}}
+            meta = EntryMeta(participant=participant, session=ses, bold=BoldRecord(task="rest", repetition_time=2.0),
+                             geometry=Geometry(affine=affine.tolist(), grid_shape=SHAPE, resolution_mm=RESOLUTION),
+                             provenance=Provenance(params_hash="planted", preproc={"grid_shape": list(SHAPE)}))
             key = hashlib.sha256(f"planted-{seed}-{participant}-{ses}-{atrophy}-{decoupling}-{amplitude}-"
                                  f"{gm_atrophy}-{hypometabolism}-{pet}".encode())
             run = make_run(rng, label, frames, masks, atrophy=atrophy, decoupling=decoupling, amplitude=amplitude)

@@ -82,9 +82,11 @@ def test_options_and_a_grid_without_affine_are_clear_errors(cache, tmp_path):
         train_group(entries, phenotype, cfg, cfg.execution.output_dir)
     assert err.value.code is ExitCode.USAGE and "k_grid" in err.value.render()
 
-    from m2m_bids.preproc.cache import CacheEntry
+    from dataclasses import replace
 
-    bare = [CacheEntry(e.path, e.key, {k: v for k, v in e.meta.items() if k != "affine"}) for e in entries]
+    from m2m_bids.preproc.entrymeta import evolve
+
+    bare = [replace(e, meta=evolve(e.meta, geometry=None)) for e in entries]
     with pytest.raises(AppError) as err:
         train_group(bare, phenotype, arch_config(tmp_path, "connectome-logreg", folds=2), tmp_path / "o2")
     assert err.value.code is ExitCode.DATA_ERROR and "affine" in err.value.render()

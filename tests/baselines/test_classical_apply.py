@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -18,7 +19,8 @@ from m2m_bids.classical.model import LinearModel, export, region_values
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import ExitCode
 from m2m_bids.interpret.api import apply_model
-from m2m_bids.preproc.cache import CacheEntry, TensorCache
+from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.entrymeta import evolve
 from m2m_bids.training.api import train_group
 
 SVC = "connectome-svc"
@@ -195,7 +197,8 @@ def test_preprocessing_mismatch_exits_65_naming_what_differs(trained):
     assert "classical-model.json" in failures["31"].render()
 
     entry = held_out[1]  # a cache entry made on another grid
-    moved = CacheEntry(path=entry.path, key=entry.key, meta={**entry.meta, "affine": (np.eye(4) * 3).tolist()})
+    geometry = entry.meta.geometry.model_copy(update={"affine": (np.eye(4) * 3).tolist()})
+    moved = replace(entry, meta=evolve(entry.meta, geometry=geometry))
     failures = apply_model(bundle, [moved], participant_config(cfg))
     assert failures["32"].code == ExitCode.DATA_ERROR and "affine" in failures["32"].message
 

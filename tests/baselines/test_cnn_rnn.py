@@ -76,7 +76,7 @@ def _fit_direct(arch: str, entries, phenotype, *, steps: int, frames: int) -> fl
     y = {p: int(phenotype.loc[p, "diagnosis"] == "AD") for p in ids}
     first = {}
     for e in entries:
-        first.setdefault(e.meta["participant"], e)
+        first.setdefault(e.meta.participant, e)
     fmri = torch.tensor(np.stack([np.asarray(first[p].load("fmri"))[..., :frames] for p in ids]), dtype=torch.float32)
     smri = torch.tensor(np.stack([np.asarray(first[p].load("smri")) for p in ids]), dtype=torch.float32)
     x = {"fmri": fmri[:, None], "smri": smri[:, None, ..., None]}

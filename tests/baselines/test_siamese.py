@@ -148,7 +148,7 @@ def test_group_run_resolves_pet_when_every_run_has_it(cache, tmp_path):
     runner = SplitRunner(entries, phenotype, labels, cfg, dist=None, run_dir=tmp_path)  # type: ignore[arg-type]
     model = runner.build_model(0)
     assert model.config.functional_map == "pet" and input_maps(model) == ("gm", "pet")
-    assert model.config.grid_affine == tuple(np.ravel(entries[0].meta["affine"]))
+    assert model.config.grid_affine == tuple(np.ravel(entries[0].meta.affine))
     out = model(gm=torch.rand(2, 1, *SHAPE), pet=torch.rand(2, 1, *SHAPE))
     assert set(out.spatial_attention) == set(out.latents) == {"smri", "pet"}  # explained as PET, not BOLD
 

@@ -68,15 +68,17 @@ def make_entries(cache_root: Path, labels: dict[str, int], frames: int, seed: in
                  preproc: dict[str, Any] | None = None) -> list[Any]:
     """One run per participant (``labels``: participant -> class index), stored in the real tensor cache."""
     from m2m_bids.preproc.cache import TensorCache
+    from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance
 
     cache = TensorCache(cache_root)
     rng = np.random.default_rng(seed)
     entries = []
     for participant, label in labels.items():
-        meta = {"participant": participant, "session": None, "task": "rest", "run": None,
-                "repetition_time": 2.0, "affine": AFFINE.tolist(), "space": "MNI152NLin2009aSym",
-                "preproc": dict(preproc or {})}
-        key = TensorCache.make_key({"participant": participant, "seed": seed}, meta["preproc"])
+        meta = EntryMeta(participant=participant, bold=BoldRecord(task="rest", repetition_time=2.0),
+                         geometry=Geometry(affine=AFFINE.tolist(), grid_shape=(GRID,) * 3, space="MNI152NLin2009aSym",
+                                           resolution_mm=float(AFFINE[0, 0])),
+                         provenance=Provenance(preproc=dict(preproc or {})))
+        key = TensorCache.make_key({"participant": participant, "seed": seed}, dict(preproc or {}))
         entries.append(cache.put(key, make_arrays(rng, label, frames), meta))
     return entries
 

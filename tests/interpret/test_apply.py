@@ -138,7 +138,7 @@ def test_preprocessing_mismatch_is_refused_with_what_differs(trained: Trained):
     cfg = trained.config()  # the run adopts the bundle's preprocessing (an explicit conflict is exit 64)
     assert cfg.preproc.fwhm_mm == 6.0
     entry = trained.test_entries[1]
-    # The cached tensors carry their own parameters (meta["preproc"]): tensors made differently
+    # The cached tensors carry their own parameters (provenance.preproc): tensors made differently
     # (another run, an older cache) are still refused when the model is applied.
     failures = apply_model(trained.bundle, [_with_preproc(entry, fwhm_mm=4.0)], cfg)
     assert failures["32"].code == ExitCode.DATA_ERROR
@@ -146,11 +146,12 @@ def test_preprocessing_mismatch_is_refused_with_what_differs(trained: Trained):
 
 
 def _with_preproc(entry, **changes):
-    from m2m_bids.preproc.cache import CacheEntry
+    from dataclasses import replace
 
-    meta = dict(entry.meta)
-    meta["preproc"] = {**meta["preproc"], **changes}
-    return CacheEntry(path=entry.path, key=entry.key, meta=meta)
+    from m2m_bids.preproc.entrymeta import evolve
+
+    provenance = entry.meta.provenance.model_copy(update={"preproc": {**entry.meta.provenance.preproc, **changes}})
+    return replace(entry, meta=evolve(entry.meta, provenance=provenance))
 
 
 def test_group_interpretation_writes_class_maps_top_regions_tsne_and_report(applied):
@@ -181,10 +182,12 @@ def test_group_interpretation_writes_class_maps_top_regions_tsne_and_report(appl
 
 
 def test_sessions_get_their_own_folders_and_rows(trained: Trained):
-    from m2m_bids.preproc.cache import CacheEntry
+    from dataclasses import replace
+
+    from m2m_bids.preproc.entrymeta import evolve
 
     source = trained.test_entries[0]
-    entry = CacheEntry(path=source.path, key=source.key, meta={**source.meta, "participant": "34", "session": "2"})
+    entry = replace(source, meta=evolve(source.meta, participant="34", session="2"))
     cfg = trained.config(interpret={"saliency": False})
     assert apply_model(trained.bundle, [entry], cfg) == {}
     out = trained.root / "out" / "sub-34"

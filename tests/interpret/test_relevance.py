@@ -74,11 +74,12 @@ class _Entry:
 
 def test_brain_mask_prefers_the_entry_masks_and_falls_back_to_the_template(tmp_path: Path):
     from m2m_bids.preproc.cache import TensorCache
+    from m2m_bids.preproc.entrymeta import EntryMeta
 
     arrays = make_arrays(np.random.default_rng(0), 1, 3)
     run_mask = np.zeros((GRID,) * 3, np.uint8)
     run_mask[2:14, 2:14, 2:14] = 1
-    entry = TensorCache(tmp_path).put("ab" * 32, {**arrays, "mask": run_mask}, {"participant": "01"})
+    entry = TensorCache(tmp_path).put("ab" * 32, {**arrays, "mask": run_mask}, EntryMeta(participant="01"))
     shape = (GRID,) * 3
     template = template_mask(shape, AFFINE)
     assert template[8, 8, 8] and not template.all()  # the brain, not the whole 96 mm box

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from m2m_bids.preproc.cache import CACHE_FORMAT, LAYOUT, CacheEntry, TensorCache
+from m2m_bids.preproc.entrymeta import EntryMeta, read_meta
 from m2m_bids.training.data import read_window
 
 
@@ -37,10 +38,10 @@ def _write_layout1(cache: TensorCache, key: str, tensors: dict[str, np.ndarray],
 
 def test_fmri_stored_time_first_and_windows_match_time_last_slices(cache):
     data = _run()
-    entry = cache.put(TensorCache.make_key({}, {"run": 1}), data, {"participant": "01"})
+    entry = cache.put(TensorCache.make_key({}, {"run": 1}), data, EntryMeta(participant="01"))
     stored = np.load(entry.path / "fmri.npy", mmap_mode="r")
     assert stored.shape == (9, 6, 5, 4) and stored.flags.c_contiguous  # (T, X, Y, Z)
-    assert entry.time_first and entry.meta["shapes"]["fmri"] == [6, 5, 4, 9]
+    assert entry.time_first and entry.meta.shapes["fmri"] == (6, 5, 4, 9)
     np.testing.assert_array_equal(entry.load("fmri"), data["fmri"])  # the time-last view is unchanged
     for start, frames in [(0, 4), (3, 4), (5, 4), (7, 4), (0, 12)]:
         window = read_window(entry, start, np.empty((frames, 6, 5, 4), np.float16))
@@ -59,7 +60,8 @@ def test_layout1_entry_is_migrated_in_place_once(cache, caplog):
     assert "time-last fMRI layout 1" in caplog.text
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["layout"] == LAYOUT and manifest["tensors"]["fmri"]["shape"] == [9, 6, 5, 4]
-    assert manifest["meta"]["task"] == "rest" and manifest["meta"]["shapes"]["fmri"] == [6, 5, 4, 9]
+    meta = read_meta(manifest["meta"])  # the old flat metadata, now written in the current layout
+    assert manifest["meta"]["meta_version"] == 1 and meta.task == "rest" and meta.shapes["fmri"] == (6, 5, 4, 9)
     np.testing.assert_array_equal(entry.load("fmri"), data["fmri"])  # bit for bit
     np.testing.assert_array_equal(entry.frames(), np.moveaxis(data["fmri"], -1, 0))
     np.testing.assert_array_equal(entry.load("smri"), data["smri"])
@@ -75,7 +77,7 @@ def test_layout1_entry_still_reads_correctly_before_migration(cache):
     data = _run(seed=4)
     key = TensorCache.make_key({}, {"run": 3})
     folder = _write_layout1(cache, key, data, {"participant": "03"})
-    legacy = CacheEntry(path=folder, key=key, meta={"participant": "03"})  # no layout: time-last file
+    legacy = CacheEntry(path=folder, key=key, meta=EntryMeta(participant="03"))  # no layout: time-last file
     assert not legacy.time_first
     np.testing.assert_array_equal(legacy.load("fmri"), data["fmri"])
     np.testing.assert_array_equal(legacy.frames()[2:5], np.moveaxis(data["fmri"][..., 2:5], -1, 0))

@@ -70,7 +70,7 @@ def test_pet_is_discovered_preprocessed_and_cached(pet_run) -> None:
         entry = result.entries[0]
         pet = entry.load("pet")
         assert pet.dtype == np.float16 and pet.shape == (16, 16, 16)
-        assert entry.meta["source_pet"].endswith(f"sub-{result.label}_trc-FDG_pet.nii.gz")
+        assert entry.meta.provenance.source_pet.endswith(f"sub-{result.label}_trc-FDG_pet.nii.gz")
         data = np.asarray(pet, dtype=np.float32)
         assert data.max() <= 1.5 and np.all(data[entry.load("mask") == 0] == 0)
         assert np.all((data == 0) | (data >= 0.1))  # the 10 % floor
@@ -91,9 +91,9 @@ def _truth_on_grid(spec, bids: Path, entry):
     from m2m_bids.synth.sources import build_sources
 
     truth = json.loads((bids / "sourcedata" / "ground_truth.json").read_text())
-    record = truth["participants"][f"sub-{entry.meta['participant']}"]
+    record = truth["participants"][f"sub-{entry.meta.participant}"]
     session = record["sessions"]["none"]
-    uptake = mni_pet(build_sources(spec), np.asarray(entry.meta["affine"]), tuple(entry.meta["grid_shape"]),
+    uptake = mni_pet(build_sources(spec), entry.meta.affine, tuple(entry.meta.geometry.grid_shape),
                      session["T1w"]["atrophy_severity"], session["pet"]["hypometabolism"])
     return record["diagnosis"], session["pet"]["hypometabolism"], uptake
 
@@ -114,7 +114,7 @@ def test_cached_pet_matches_truth_and_shows_planted_hypometabolism(pet_run) -> N
         assert inside.sum() > 1000
         r = np.corrcoef(pet[inside], uptake[inside])[0, 1]
         assert r > 0.85, (result.label, r)
-        grid = nib.Nifti1Image(np.zeros(pet.shape, np.uint8), np.asarray(entry.meta["affine"]))
+        grid = nib.Nifti1Image(np.zeros(pet.shape, np.uint8), entry.meta.affine)
         planted = load_atlas("aal", target=grid).mask(list(hypometabolism)) & inside
         assert planted.sum() > 50
         ratio[diagnosis] = pet[planted].mean() / pet[inside & ~planted].mean()
@@ -153,7 +153,7 @@ def test_pet_with_fmriprep_bold_goes_through_the_raw_t1w(tmp_path: Path) -> None
     result = preprocess_participants(participants, cfg)[0]
     assert result.error is None, result.error
     entry = result.entries[0]
-    assert entry.meta["input"] == "fmriprep" and "pet" in entry.names
+    assert entry.meta.provenance.input == "fmriprep" and "pet" in entry.names
     pet = np.asarray(entry.load("pet"), dtype=np.float32)
     _, _, uptake = _truth_on_grid(spec, bids, entry)
     inside = (entry.load("mask") > 0) & (pet > 0)

@@ -36,8 +36,8 @@ def test_small_real_participants(tmp_path: Path) -> None:
     entry = sub03.entries[0]
     fmri = entry.load("fmri")
     assert fmri.shape == (16, 16, 16, 20) and np.isfinite(np.asarray(fmri, dtype=np.float32)).all()
-    assert entry.meta["slice_timing"]["SliceTimingCorrected"] is True  # sub-03 has SliceTiming
-    assert entry.meta["qc"]["template_correlation"] >= 0.5 and entry.meta["qc"]["brain_dice"] >= 0.8
+    assert entry.meta.bold.slice_timing.corrected is True  # sub-03 has SliceTiming
+    assert entry.meta.qc.template_correlation >= 0.5 and entry.meta.qc.brain_dice >= 0.8
     assert entry.load("brain_mask").sum() > 0.8 * entry.load("mask").sum()
     assert sub04.error is not None and sub04.error.code == ExitCode.DATA_ERROR and "sub-04" in sub04.error.render()
     table = pd.read_csv(tmp_path / "out" / "group" / "desc-regqc_table.tsv", sep="\t")

@@ -10,6 +10,7 @@ import pandas as pd
 from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.exitcodes import ExitCode
 from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance, QCFigures
 from m2m_bids.preproc.grid import grid_template, make_grid
 from m2m_bids.preproc.qcreport import apply_qc, write_group_qc, write_participant_qc
 from m2m_bids.preproc.regqc import anatomical_qc, normalised_mutual_information
@@ -21,8 +22,9 @@ def _entry(cache: TensorCache, label: str, qc: dict[str, float]):
     template = grid_template("t1", GRID)
     mask = (grid_template("mask", GRID) > 0).astype(np.uint8)
     tensors = {"fmri": np.zeros((16, 16, 16, 2)), "smri": template * mask, "mask": mask, "brain_mask": mask}
-    meta = {"participant": label, "session": None, "task": "rest", "run": None, "qc": qc, "resolution_mm": 6.0,
-            "grid_shape": [16, 16, 16], "source_t1w": f"/data/sub-{label}/anat/sub-{label}_T1w.nii.gz"}
+    meta = EntryMeta(participant=label, bold=BoldRecord(task="rest"), qc=QCFigures(**qc),
+                     geometry=Geometry(affine=GRID.affine.tolist(), grid_shape=GRID.shape, resolution_mm=6.0),
+                     provenance=Provenance(source_t1w=f"/data/sub-{label}/anat/sub-{label}_T1w.nii.gz"))
     return cache.put(TensorCache.make_key({"participant": label}, {"qc": qc}), tensors, meta)
 
 

@@ -38,4 +38,4 @@ def test_two_runs_in_fresh_work_dirs_give_identical_tensors(tmp_path: Path) -> N
     hashes = _tensor_hashes(first.path)
     assert {"fmri", "smri", "mask", "brain_mask", "gm", "alff", "falff", "bold_mean"} <= set(hashes)
     assert hashes == _tensor_hashes(second.path)
-    assert first.meta["qc"] == second.meta["qc"]
+    assert first.meta.qc == second.meta.qc

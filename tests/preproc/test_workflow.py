@@ -54,8 +54,8 @@ def test_raw_pipeline_cache_derivatives_and_failures(tmp_path: Path, caplog) -> 
     assert maps["alff"][mask > 0].mean() == pytest.approx(1.0, abs=0.01)  # mALFF
     assert maps["bold_mean"][mask > 0].mean() == pytest.approx(1.0, abs=0.01)
     assert 0.0 < maps["falff"][mask > 0].mean() < 1.0
-    assert entry.meta["participant"] == "01" and entry.meta["slice_timing"]["SliceTimingCorrected"]
-    assert 1.0 < entry.meta["motion"]["max_translation_mm"] < 3.0  # the planted 2 mm shift
+    assert entry.meta.participant == "01" and entry.meta.bold.slice_timing.corrected
+    assert 1.0 < entry.meta.bold.motion.max_translation_mm < 3.0  # the planted 2 mm shift
     # the T1w landed on the template: correlation with the template on the grid, inside the mask
     from m2m_bids.preproc.grid import grid_template, make_grid
 
@@ -72,7 +72,7 @@ def test_raw_pipeline_cache_derivatives_and_failures(tmp_path: Path, caplog) -> 
     assert side["Sources"][0] == "bids:raw:sub-01/func/sub-01_task-rest_bold.nii.gz"
     assert nib.load(str(bold_file)).shape == (16, 16, 16, 12)
     assert {p.suffix for p in (out / "figures").iterdir()} == {".png", ".svg", ".tsv"}  # + the QC table
-    assert (out / "figures" / "sub-01_desc-regqc_table.tsv").is_file() and entry.meta["qc"]["brain_dice"] > 0.8
+    assert (out / "figures" / "sub-01_desc-regqc_table.tsv").is_file() and entry.meta.qc.brain_dice > 0.8
 
     assert by_label["02"].error is not None and by_label["02"].error.code == ExitCode.DATA_ERROR
     assert "only 6 volumes" in by_label["02"].error.message
@@ -123,8 +123,8 @@ def test_fmriprep_derivatives_are_resampled_and_smoothed(tmp_path: Path) -> None
     result = preprocess_participants([raw], cfg)[0]
     assert result.error is None, result.error
     entry = result.entries[0]
-    assert entry.meta["input"] == "fmriprep" and entry.meta["fmriprep_space"] == "MNI152NLin2009cAsym"
-    assert entry.meta["slice_timing"]["SliceTimingCorrected"] is True
-    assert abs(entry.meta["motion"]["max_translation_mm"] - 0.9) < 1e-6
+    assert entry.meta.provenance.input == "fmriprep" and entry.meta.provenance.fmriprep_space == "MNI152NLin2009cAsym"
+    assert entry.meta.bold.slice_timing.corrected is True
+    assert abs(entry.meta.bold.motion.max_translation_mm - 0.9) < 1e-6
     assert entry.load("fmri").shape == (16, 16, 16, 10)
     assert not (tmp_path / "out" / "work" / "nipype" / "m2m_preproc_wf" / "sub_01_wf" / "anat_nosession_wf").exists()

@@ -106,14 +106,20 @@ def test_high_motion_and_skipped_slice_timing_reach_the_run_log(tmp_path: Path, 
     from m2m_bids.preproc.api import _log_run_warnings
     from m2m_bids.preproc.cache import CacheEntry
 
-    meta = {"source_bold": "sub-01_task-rest_bold.nii.gz", "motion": {"mean_fd": 0.8, "max_fd": 3.0},
-            "slice_timing": {"SliceTimingCorrected": False, "warning": "SliceTiming values reach 3 s"}}
+    from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Motion, Provenance, SliceTiming
+
+    def meta(mean_fd: float, slice_timing: SliceTiming) -> EntryMeta:
+        motion = Motion(mean_fd=mean_fd, max_fd=3.0, max_translation_mm=1.0, max_rotation_deg=1.0)
+        return EntryMeta(participant="01", provenance=Provenance(source_bold="sub-01_task-rest_bold.nii.gz"),
+                         bold=BoldRecord(task="rest", motion=motion, slice_timing=slice_timing))
+
     with caplog.at_level(logging.WARNING):
-        _log_run_warnings("01", CacheEntry(path=tmp_path, key="ab" * 8, meta=meta), flag_mean_fd_mm=0.5)
+        _log_run_warnings("01", CacheEntry(path=tmp_path, key="ab" * 8, meta=meta(0.8, SliceTiming(
+            warning="SliceTiming values reach 3 s"))), flag_mean_fd_mm=0.5)
     assert "sub-01: SliceTiming values reach 3 s" in caplog.text
     assert "high head motion" in caplog.text and "0.80 mm" in caplog.text
     caplog.clear()
-    quiet = {"motion": {"mean_fd": 0.1}, "slice_timing": {"SliceTimingCorrected": True}}
     with caplog.at_level(logging.WARNING):
-        _log_run_warnings("01", CacheEntry(path=tmp_path, key="ab" * 8, meta=quiet), flag_mean_fd_mm=0.5)
+        _log_run_warnings("01", CacheEntry(path=tmp_path, key="ab" * 8, meta=meta(0.1, SliceTiming(corrected=True))),
+                          flag_mean_fd_mm=0.5)
     assert caplog.text == ""

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Provenance
+
 GRID = 16
 ATROPHY = (slice(4, 10), slice(4, 10), slice(4, 10))
 REGION_A = (slice(2, 6), slice(9, 14), slice(4, 10))
@@ -43,8 +45,8 @@ def build_dataset(cache: Any, n_per_class: int = 10, *, frames: int = 8, effect:
         participant = f"{i + 1:02d}"
         sessions = ["1", "2"] if (i + 1) % 3 == 0 else ["1"]
         for ses in sessions:
-            meta = {"participant": participant, "session": ses, "task": "rest", "run": None,
-                    "repetition_time": 2.0, "params_hash": "synthetic", "preproc": {"grid_shape": [GRID] * 3}}
+            meta = EntryMeta(participant=participant, session=ses, bold=BoldRecord(task="rest", repetition_time=2.0),
+                             provenance=Provenance(params_hash="synthetic", preproc={"grid_shape": [GRID] * 3}))
             key = hashlib.sha256(f"{seed}-sub-{participant}_ses-{ses}_task-rest".encode()).hexdigest()
             entries.append(cache.put(key, make_run(rng, label, frames, effect), meta))
         rows[participant] = {"diagnosis": ["CN", "AD"][label],

@@ -107,7 +107,7 @@ def atlas_layout(cfg: ModelConfig) -> RegionLayout:
     if len(cfg.grid_affine) != 16:
         raise ValueError("siamese needs grid_affine: the 4x4 voxel->MNI affine of the cache grid as 16 "
                          f"row-major floats (got {len(cfg.grid_affine)} values); the group run fills it "
-                         "from the cache entries' meta['affine'], direct create_model() calls must pass it")
+                         "from the cache entries' grid geometry, direct create_model() calls must pass it")
     import nibabel as nib  # lazy: ``import m2m_bids.models`` needs only torch
 
     from m2m_bids.atlases import load_atlas
