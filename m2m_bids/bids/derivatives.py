@@ -74,9 +74,22 @@ def normalise_entities(entities: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def clean_label(value: Any) -> str:
+    """A free value as a BIDS label: alphanumerics only (``swift-lf`` -> ``swiftlf``, ``harvard_oxford`` ->
+    ``harvardoxford``)."""
+    return "".join(ch for ch in str(value) if ch.isalnum())
+
+
 def res_label(resolution_mm: float) -> str:
     """BIDS ``res-`` label of a resolution in mm: ``3.0 -> "3"``, ``2.5 -> "2p5"`` (labels are alphanumeric)."""
     return f"{float(resolution_mm):g}".replace(".", "p")
+
+
+def _join(ents: dict[str, str], suffix: str, extension: str) -> str:
+    if not suffix.isalnum():
+        raise ValueError(f"BIDS suffixes are alphanumeric; {suffix!r} is not")
+    ext = extension if not extension or extension.startswith(".") else f".{extension}"
+    return "_".join([f"{k}-{ents[k]}" for k in ENTITY_ORDER if k in ents] + [suffix]) + ext
 
 
 def bids_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> str:
@@ -84,10 +97,15 @@ def bids_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> s
     ents = normalise_entities(entities)
     if "sub" not in ents:
         raise ValueError("a derivative file name needs the subject entity")
-    if not suffix.isalnum():
-        raise ValueError(f"BIDS suffixes are alphanumeric; {suffix!r} is not")
-    ext = extension if not extension or extension.startswith(".") else f".{extension}"
-    return "_".join([f"{k}-{ents[k]}" for k in ENTITY_ORDER if k in ents] + [suffix]) + ext
+    return _join(ents, suffix, extension)
+
+
+def dataset_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> str:
+    """A dataset-level name, same grammar without the subject: ``space-X_stat-Y_class-AD_desc-T1w_statmap.nii.gz``."""
+    ents = normalise_entities(entities)
+    if "sub" in ents:
+        raise ValueError("a dataset-level file name has no subject entity")
+    return _join(ents, suffix, extension)
 
 
 def _is_below(path: Path, parent: Path) -> bool:
@@ -141,6 +159,11 @@ class DerivativesWriter:
         """``OUTPUT_DIR/sub-X/figures/<BIDS name>`` (fMRIPrep's place for report figures)."""
         ents = normalise_entities(entities)
         return self._inside(self.output_dir / f"sub-{ents['sub']}" / "figures" / bids_filename(ents, suffix, extension))
+
+    def group_path(self, entities: Mapping[str, Any], suffix: str, extension: str, *, figure: bool = False) -> Path:
+        """``OUTPUT_DIR/group[/figures]/<dataset-level name>`` (group tables, class maps and their figures)."""
+        folder = self.output_dir / "group" / ("figures" if figure else "")
+        return self._inside(folder / dataset_filename(entities, suffix, extension))
 
     @staticmethod
     def sidecar_path(path: Path) -> Path:

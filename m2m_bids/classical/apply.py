@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from m2m_bids.classical import CARD_FILE
 from m2m_bids.classical.features import Parcellation, grid_affine, parcellation_from_card, run_features
 from m2m_bids.classical.model import LinearModel, region_values
 from m2m_bids.config import RunConfig
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.interpret.api import apply_each, check_leakage, participant_of, session_of
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
@@ -44,7 +45,6 @@ from m2m_bids.interpret.bundle import CardBacked, entry_preproc, preproc_differe
 from m2m_bids.interpret.maps import relative_to_uniform, to_nifti
 from m2m_bids.interpret.naming import Namer, res_label
 from m2m_bids.interpret.predictions import write_tsv
-from m2m_bids.io_utils import atomic_path, write_json_atomic
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.participant import MapView, SessionView, render_participant
 
@@ -134,6 +134,10 @@ class Context:
     res: str
     top_k: int
     reports: bool
+    writer: DerivativesWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "writer", DerivativesWriter(self.output_dir))  # frozen: the documented way
 
 
 def _prediction_row(ctx: Context, label: str, session: str | None, scope: str, entry: Any | None,
@@ -180,9 +184,7 @@ def write_explanation(ctx: Context, namer: Namer, x: np.ndarray, class_index: in
     desc, towards = ctx.bundle.arch, ctx.bundle.classes[class_index]
     nii = namer.path(None, "statmap", ".nii.gz", space=ctx.template, res=ctx.res, stat=STAT, desc=desc)
     img = to_nifti(volume, ctx.parc.affine, f"m2m {STAT} {desc}")
-    with atomic_path(nii) as tmp:
-        img.to_filename(tmp)
-    write_json_atomic(nii.with_name(nii.name.replace(".nii.gz", ".json")), {
+    ctx.writer.save_nifti(img, nii, {
         "Description": "region importance of the linear model (|coefficient| of its standardised features summed "
                        "onto atlas regions; a connectivity edge is split half and half between its two regions), "
                        "painted on every voxel of the region",
@@ -190,8 +192,7 @@ def write_explanation(ctx: Context, namer: Namer, x: np.ndarray, class_index: in
         "Resolution": f"{ctx.res.replace('p', '.')} mm isotropic MNI grid of the model", "Atlas": ctx.parc.atlas,
         "Sources": sources})
     tsv = namer.path(None, "table", ".tsv", space=ctx.template, atlas=ctx.parc.atlas, res=ctx.res, stat=STAT, desc=desc)
-    write_tsv(tsv, table)
-    write_json_atomic(tsv.with_suffix(".json"), {
+    write_tsv(ctx.writer, tsv, table, {
         "Description": "importance of each atlas region to the linear model; rank 1 = most important. A regional "
                        "mean-T1w feature counts for its region; each connectivity edge's value is split half and "
                        "half between its two regions",
@@ -207,13 +208,13 @@ def write_explanation(ctx: Context, namer: Namer, x: np.ndarray, class_index: in
                                     f"(edges: half); > 0 pushes this participant towards {towards}"}})
     title = f"{STAT} · {desc}"
     fig_path = namer.figure("statmap", stat=STAT, desc=desc)
-    figs.save_figure(figs.stat_map_figure(img, title), fig_path)
+    ctx.writer.save_figure(figs.stat_map_figure(img, title), fig_path, dpi=figs.DPI)
     return MapView(title=title, figure=fig_path, table=table[table["top"]].copy(), nifti=nii, tsv=tsv)
 
 
 def apply_session(ctx: Context, label: str, session: str | None, runs: list[Any], in_training: bool) -> SessionView:
     """Predictions (session row + run rows), the explanation and the figures of one session."""
-    namer = Namer(ctx.output_dir, label, session)
+    namer = Namer(ctx.writer, label, session)
     features = [run_features(entry, ctx.parc) for entry in runs]
     x = np.mean(features, axis=0)
     probs = ctx.bundle.model.proba(np.vstack([x, *features]))
@@ -221,9 +222,8 @@ def apply_session(ctx: Context, label: str, session: str | None, runs: list[Any]
     rows += [_prediction_row(ctx, label, session, "run", e, p, 1, in_training) for e, p in zip(runs, probs[1:])]
     preds = pd.DataFrame(rows)
     path = namer.path(None, "predictions", ".tsv", desc=ctx.bundle.arch)
-    write_tsv(path, preds)
     classes = ctx.bundle.classes
-    write_json_atomic(path.with_suffix(".json"), {
+    write_tsv(ctx.writer, path, preds, {
         "Description": "predicted class and class probabilities; the 'session' row applies the model to the mean "
                        "features of the session's runs and is the prediction to use",
         "ModelID": ctx.bundle.model_id, "Arch": ctx.bundle.arch, "Classes": classes,
@@ -236,8 +236,8 @@ def apply_session(ctx: Context, label: str, session: str | None, runs: list[Any]
     view = write_explanation(ctx, namer, x, towards, sources)
     session_row = rows[0]
     prob = {c: float(session_row[f"prob_{c}"]) for c in classes}
-    prob_fig = figs.save_figure(figs.probability_figure(prob, str(session_row["predicted_label"])),
-                                namer.figure("predictions", desc=ctx.bundle.arch))
+    prob_fig = ctx.writer.save_figure(figs.probability_figure(prob, str(session_row["predicted_label"])),
+                                      namer.figure("predictions", desc=ctx.bundle.arch), dpi=figs.DPI)
     return SessionView(session=session, prediction=session_row, probabilities=prob, probability_figure=prob_fig,
                        maps=[view], predictions_tsv=path, caveats=CAVEATS.format(towards=classes[towards]))
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from m2m_bids.bids.derivatives import DerivativesWriter, clean_label
 from m2m_bids.config import RunConfig
 from m2m_bids.interpret.atlas_tables import parcellate
 from m2m_bids.interpret.brainmask import brain_mask
@@ -29,7 +30,6 @@ from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, 
 from m2m_bids.interpret.participant import MODALITY_DESC, SCALE_NOTE
 from m2m_bids.interpret.predictions import write_tsv
 from m2m_bids.interpret.tsne import embed_latents
-from m2m_bids.io_utils import atomic_path, write_json_atomic
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.group import GroupMap, render_group
 
@@ -92,7 +92,7 @@ def write_group_interpretation(bundle_dir: Path, entries: list[Any], cfg: RunCon
     device = resolve_device(cfg.execution.device)
     bundle = load_bundle(Path(bundle_dir), device)
     ctx = build_context(bundle, entries, cfg)
-    group_dir = cfg.execution.output_dir / "group"
+    writer = DerivativesWriter(cfg.execution.output_dir)
     samples: dict[tuple[str, str | None], list[Any]] = defaultdict(list)
     for entry in entries:
         samples[(participant_of(entry), session_of(entry))].append(entry)
@@ -115,50 +115,46 @@ def write_group_interpretation(bundle_dir: Path, entries: list[Any], cfg: RunCon
         latent_rows += _latent_rows(f"sub-{p}", f"ses-{s}" if s else "n/a", label, scores)
     maps, top_rows = [], []
     for (label, stat, modality), vols in sorted(sums.items()):
-        maps.append(_write_class_map(ctx, group_dir, label, stat, modality, np.mean(vols, axis=0), affine, len(vols)))
+        maps.append(_write_class_map(ctx, writer, label, stat, modality, np.mean(vols, axis=0), affine, len(vols)))
         in_brain = np.where(inside[(label, stat, modality)], ctx.atlas.grid, 0)  # union of the members' masks
         table = parcellate(maps[-1].volume, in_brain, ctx.atlas.labels, ctx.top_k)
         best = table[table["top"]].assign(**{"class": label, "modality": MODALITY_DESC[modality][0], "stat": stat})
         top_rows.append(best[["class", "modality", "stat", "rank", "index", "name", "mean", "n_voxels"]])
     top = pd.concat(top_rows, ignore_index=True) if top_rows else pd.DataFrame()
-    top_path = group_dir / f"atlas-{ctx.atlas.name}_desc-topregions_table.tsv"
-    write_tsv(top_path, top)
-    write_json_atomic(top_path.with_suffix(".json"), {
+    top_path = writer.group_path({"atlas": clean_label(ctx.atlas.name), "desc": "topregions"}, "table", ".tsv")
+    write_tsv(writer, top_path, top, {
         "Description": f"top {ctx.top_k} atlas regions per true class, modality and method (mean of each "
                        "participant's relative-to-uniform map); in-sample: the final model was trained on them",
         "Atlas": ctx.atlas.name, "AtlasLicense": ctx.atlas.licence, "AtlasCitation": ctx.atlas.citation,
         "Scale": SCALE_NOTE, "ModelID": bundle.model_id})
-    tsne_fig = _write_tsne(group_dir, latent_rows, cfg.execution.random_seed)
+    tsne_fig = _write_tsne(writer, latent_rows, cfg.execution.random_seed)
     render_group(cfg.execution.output_dir, bundle.model_id, maps, top, tsne_fig)
-    return group_dir
+    return writer.output_path("group")
 
 
-def _write_class_map(ctx: Any, group_dir: Path, label: str, stat: str, modality: str, volume: np.ndarray,
+def _write_class_map(ctx: Any, writer: DerivativesWriter, label: str, stat: str, modality: str, volume: np.ndarray,
                      affine: np.ndarray, n: int) -> GroupMap:
     desc = MODALITY_DESC[modality][0]
-    clean = "".join(ch for ch in label if ch.isalnum())
-    stem = f"space-{ctx.template}_res-{ctx.res}_stat-{stat}_class-{clean}_desc-{desc}_statmap"
+    ents = {"space": ctx.template, "res": ctx.res, "stat": stat, "class": clean_label(label), "desc": desc}
     img = to_nifti(volume, affine, f"group {stat} {desc} {label}")
-    with atomic_path(group_dir / f"{stem}.nii.gz") as tmp:
-        img.to_filename(tmp)
-    write_json_atomic(group_dir / f"{stem}.json", {"Description": f"mean {stat} map of the {n} participant(s) of "
-                                                                  f"class {label} ({desc})",
-                                                   "Scale": SCALE_NOTE, "N": n, "ModelID": ctx.bundle.model_id})
+    writer.save_nifti(img, writer.group_path(ents, "statmap", ".nii.gz"),
+                      {"Description": f"mean {stat} map of the {n} participant(s) of class {label} ({desc})",
+                       "Scale": SCALE_NOTE, "N": n, "ModelID": ctx.bundle.model_id})
     title = f"{label} · {stat} · {desc} (n={n})"
-    fig = figs.save_figure(figs.stat_map_figure(img, title), group_dir / "figures" / f"{stem}.png")
+    fig = writer.save_figure(figs.stat_map_figure(img, title), writer.group_path(ents, "statmap", ".png", figure=True),
+                             dpi=figs.DPI)
     return GroupMap(title=title, figure=fig, volume=volume)
 
 
-def _write_tsne(group_dir: Path, rows: list[dict[str, Any]], seed: int) -> Path | None:
+def _write_tsne(writer: DerivativesWriter, rows: list[dict[str, Any]], seed: int) -> Path | None:
     if not rows:
         return None
     coords, perplexity = embed_latents(pd.DataFrame(rows), seed=seed)
-    path = group_dir / "desc-tsne_latents.tsv"
-    write_tsv(path, coords)
-    write_json_atomic(path.with_suffix(".json"), {
+    write_tsv(writer, writer.group_path({"desc": "tsne"}, "latents", ".tsv"), coords, {
         "Description": "2-D t-SNE of the pooled modality latents (one point per sample and modality)",
         "Perplexity": perplexity, "RandomSeed": seed,
         "Columns": {"modality": "which encoder's latent", "label": "true class (unlabelled if none)"}})
     if coords["tsne_1"].isna().all():
         return None
-    return figs.save_figure(figs.tsne_figure(coords), group_dir / "figures" / "desc-tsne_latents.png")
+    target = writer.group_path({"desc": "tsne"}, "latents", ".png", figure=True)
+    return writer.save_figure(figs.tsne_figure(coords), target, dpi=figs.DPI)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
 from m2m_bids.interpret.brainmask import brain_mask
 from m2m_bids.interpret.brain_states import brain_states, states_table, stitch_frame_scores
@@ -24,7 +25,6 @@ from m2m_bids.interpret.inference import RunScores
 from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, to_nifti, upsample_tokens, voxel_size
 from m2m_bids.interpret.naming import Namer
 from m2m_bids.interpret.predictions import write_tsv
-from m2m_bids.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.participant import MapView, SessionView, StateView
 
@@ -58,6 +58,10 @@ class Context:
     top_k: int
     n_states: int
     in_training: set[str] = field(default_factory=set)
+    writer: DerivativesWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = DerivativesWriter(self.output_dir)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -119,15 +123,11 @@ def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray
     ents = {"task": task, "space": ctx.template, "res": ctx.res, "stat": method, "desc": desc}
     nii = namer.path(datatype, "statmap", ".nii.gz", **ents)
     img = to_nifti(volume, affine, f"m2m {method} {desc}")
-    with atomic_path(nii) as tmp:
-        img.to_filename(tmp)
-    write_json_atomic(nii.with_name(nii.name.replace(".nii.gz", ".json")),
-                      {**_map_sidecar(ctx, method, modality, sources), **(extra or {})})
+    ctx.writer.save_nifti(img, nii, {**_map_sidecar(ctx, method, modality, sources), **(extra or {})})
     table = parcellate(volume, np.where(mask, ctx.atlas.grid, 0), ctx.atlas.labels, ctx.top_k)
     tsv = namer.path(datatype, "table", ".tsv", task=task, space=ctx.template, atlas=ctx.atlas.name,
                      res=ctx.res, stat=method, desc=desc)
-    write_tsv(tsv, table)
-    write_json_atomic(tsv.with_suffix(".json"), {
+    write_tsv(ctx.writer, tsv, table, {
         "Description": f"mean {method} score per atlas region ({desc}); rank 1 = highest mean",
         "Atlas": ctx.atlas.name, "AtlasLicense": ctx.atlas.licence, "AtlasCitation": ctx.atlas.citation,
         "Scale": SCALE_NOTE, "TopK": ctx.top_k, "TopRegions": top_regions(table, ctx.top_k),
@@ -138,7 +138,7 @@ def write_map(ctx: Context, namer: Namer, volume: np.ndarray, affine: np.ndarray
                     "top": f"true for the {ctx.top_k} best-ranked regions"}})
     title = f"{method} · {desc}" + (f" · task-{task}" if task else "")
     fig_path = namer.figure("statmap", task=task, stat=method, desc=desc)
-    figs.save_figure(figs.stat_map_figure(img, title), fig_path)
+    ctx.writer.save_figure(figs.stat_map_figure(img, title), fig_path, dpi=figs.DPI)
     return MapView(title=title, figure=fig_path, table=table[table["top"]].copy(), nifti=nii, tsv=tsv)
 
 
@@ -200,8 +200,7 @@ def run_states(ctx: Context, namer: Namer, entry: Any, scores: RunScores) -> Sta
     frames = pd.DataFrame({"frame": np.arange(scores.n_frames),
                            "onset": np.arange(scores.n_frames) * tr if tr else np.nan, "score": per_frame})
     ts = namer.path("func", "timeseries", ".tsv", task=task, run=run, stat=source, desc="temporal")
-    write_tsv(ts, frames)
-    write_json_atomic(ts.with_suffix(".json"), {
+    write_tsv(ctx.writer, ts, frames, {
         "Description": f"per-frame temporal {source} score; 1 = the average of the model window it fell in",
         "RepetitionTime": tr, "WindowStarts": scores.starts, "WindowFrames": int(ctx.bundle.model.config.frames),
         "Source": source, "ModelID": ctx.bundle.model_id})
@@ -211,34 +210,34 @@ def run_states(ctx: Context, namer: Namer, entry: Any, scores: RunScores) -> Sta
     table = states_table(states, tr)
     st = namer.path("func", "table", ".tsv", task=task, run=run, space=ctx.template, atlas=ctx.atlas.name, stat=source,
                     desc="brainstates")
-    write_tsv(st, table)
-    write_json_atomic(st.with_suffix(".json"), {
+    write_tsv(ctx.writer, st, table, {
         "Description": "top temporal-score moments (brain states) and the frames their connectivity uses",
         "Atlas": ctx.atlas.name, "AtlasLicense": ctx.atlas.licence, "ModelID": ctx.bundle.model_id})
     figures = []
     for s in states:
         rel = namer.path("func", "relmat", ".tsv", task=task, run=run, space=ctx.template, atlas=ctx.atlas.name,
                          stat="pearsoncorrelation", desc=f"state{s.state}")
-        write_text_atomic(rel, s.connectivity.to_csv(sep="\t", na_rep="n/a", float_format="%.4f", index_label="region"))
+        ctx.writer.save_tsv(s.connectivity, rel, float_format="%.4f", index=True, index_label="region")
         title = f"state {s.state}: frames {s.start_frame}-{s.stop_frame - 1} (peak {s.peak_frame})"
         fig = namer.figure("relmat", task=task, run=run, desc=f"state{s.state}")
-        figures.append((title, figs.save_figure(figs.connectivity_figure(s.connectivity, title), fig)))
+        saved = ctx.writer.save_figure(figs.connectivity_figure(s.connectivity, title), fig, dpi=figs.DPI)
+        figures.append((title, saved))
     tfig = namer.figure("timeseries", task=task, run=run, desc="temporal")
-    figs.save_figure(figs.temporal_figure(per_frame, tr, [s.peak_frame for s in states], f"temporal {source}"), tfig)
+    temporal = figs.temporal_figure(per_frame, tr, [s.peak_frame for s in states], f"temporal {source}")
+    ctx.writer.save_figure(temporal, tfig, dpi=figs.DPI)
     label = f"task-{task}" + (f" run-{run}" if run else "")
     return StateView(title=label, source=source, temporal_figure=tfig, table=table, connectivity=figures)
 
 
 def apply_session(ctx: Context, label: str, session: str | None, runs: list[tuple[Any, RunScores]]) -> SessionView:
     """Every output of one session; returns what the HTML report shows."""
-    namer = Namer(ctx.output_dir, label, session)
+    namer = Namer(ctx.writer, label, session)
     preds = prediction_rows(label, session, runs, ctx)
     path = namer.path(None, "predictions", ".tsv", desc=ctx.bundle.arch)
-    write_tsv(path, preds)
     classes = ctx.bundle.classes
     tab = [s.saliency_tabular for _, s in runs if s.saliency_tabular is not None]
     names = (ctx.bundle.card.get("tabular") or {}).get("feature_names") or []
-    write_json_atomic(path.with_suffix(".json"), {
+    write_tsv(ctx.writer, path, preds, {
         "Description": "predicted class and class probabilities; the 'session' row averages the logits of "
                        "every window of every run and is the prediction to use",
         "ModelID": ctx.bundle.model_id, "Arch": ctx.bundle.arch, "Classes": classes,
@@ -247,8 +246,8 @@ def apply_session(ctx: Context, label: str, session: str | None, runs: list[tupl
         "TabularSaliency": dict(zip(names, np.mean(tab, axis=0).round(6).tolist())) if tab and names else None})
     session_row = preds.iloc[0].to_dict()
     probs = {c: float(session_row[f"prob_{c}"]) for c in classes}
-    prob_fig = figs.save_figure(figs.probability_figure(probs, str(session_row["predicted_label"])),
-                                namer.figure("predictions", desc=ctx.bundle.arch))
+    prob_fig = ctx.writer.save_figure(figs.probability_figure(probs, str(session_row["predicted_label"])),
+                                      namer.figure("predictions", desc=ctx.bundle.arch), dpi=figs.DPI)
     maps = session_maps(ctx, namer, runs)
     states = [v for e, s in runs if (v := run_states(ctx, namer, e, s)) is not None]
     return SessionView(session=session, prediction=session_row, probabilities=probs, probability_figure=prob_fig,

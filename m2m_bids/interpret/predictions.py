@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from m2m_bids.io_utils import file_lock, output_lock, write_json_atomic, write_text_atomic
+from m2m_bids.bids.derivatives import DerivativesWriter
+from m2m_bids.io_utils import file_lock, output_lock
 
 PREDICTIONS_SIDECAR = {
     "participant_id": {"Description": "participant label"},
@@ -22,9 +23,10 @@ PREDICTIONS_SIDECAR = {
 }
 
 
-def write_tsv(path: Path, table: pd.DataFrame) -> Path:
-    """TSV with ``n/a`` for missing values (BIDS), written atomically."""
-    return write_text_atomic(path, table.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g"))
+def write_tsv(writer: DerivativesWriter, path: Path, table: pd.DataFrame,
+              sidecar: dict[str, object] | None = None) -> Path:
+    """An explanation table: floats to 6 significant digits, ``n/a`` for missing (BIDS), and its sidecar."""
+    return writer.save_tsv(table, path, float_format="%.6g", sidecar=sidecar)
 
 
 def _text(value: object) -> str:
@@ -38,7 +40,8 @@ def _text(value: object) -> str:
 
 def update_predictions(output_dir: Path, rows: pd.DataFrame, classes: list[str]) -> Path:
     """Merge ``rows`` into ``OUTPUT_DIR/predictions.tsv`` under a lock (parallel jobs keep every row)."""
-    path = output_dir / "predictions.tsv"
+    writer = DerivativesWriter(output_dir)
+    path = writer.output_path("predictions.tsv")
     rows = rows.apply(lambda col: col.map(_text))
     with file_lock(output_lock(output_dir, "predictions.tsv")):
         if path.is_file():
@@ -50,8 +53,6 @@ def update_predictions(output_dir: Path, rows: pd.DataFrame, classes: list[str])
         else:
             merged = rows
         merged = merged.sort_values(["participant_id", "session_id", "model_id"]).reset_index(drop=True)
-        write_tsv(path, merged)
         sidecar = dict(PREDICTIONS_SIDECAR)
         sidecar.update({f"prob_{c}": {"Description": f"probability of class {c}"} for c in classes})
-        write_json_atomic(output_dir / "predictions.json", sidecar)
-    return path
+        return write_tsv(writer, path, merged, sidecar)

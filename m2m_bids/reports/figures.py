@@ -1,7 +1,7 @@
 """Figures of the explanations: attention on the brain, connectivity of brain states, t-SNE, probabilities.
 
 Every figure is a :class:`matplotlib.figure.Figure` made without pyplot (no global backend, renders
-headless in containers) and saved atomically as PNG under ``sub-<id>/figures/`` or ``group/figures/``;
+headless in containers), saved as PNG by the derivatives sink under ``sub-<id>/figures/`` or ``group/figures/``;
 the HTML reports embed the same bytes as base64 so they open offline.
 """
 
@@ -16,21 +16,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from m2m_bids.io_utils import atomic_path
-
 if TYPE_CHECKING:
     import nibabel as nib
 
 log = logging.getLogger(__name__)
 
+#: Resolution of the PNG figures (passed to the derivatives sink).
 DPI = 96
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix) atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=DPI, bbox_inches="tight")
-    return path
 
 
 @lru_cache(maxsize=1)

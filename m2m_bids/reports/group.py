@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from m2m_bids.io_utils import write_text_atomic
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.reports.html import esc, figure, page, table
 
 TRAINING_FIGURES = (("roc.svg", "ROC curves of the out-of-fold predictions (thin: folds, thick: pooled)"),
@@ -65,4 +65,5 @@ def render_group(output_dir: Path, model_id: str, maps: list[GroupMap], top: pd.
         sections.append("<h2>Latent space</h2>" + figure(
             tsne_figure, "t-SNE of the fMRI and sMRI latents: aligned modalities interleave by class"))
     html = page("m2m-bids group report", f"model {model_id}", sections)
-    return write_text_atomic(output_dir / "group.html", html)
+    writer = DerivativesWriter(output_dir)
+    return writer.save_text(html, writer.output_path("group.html"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from m2m_bids.io_utils import write_text_atomic
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.reports.html import esc, figure, page, table
 
 
@@ -123,4 +123,5 @@ def render_participant(output_dir: Path, label: str, sessions: list[SessionView]
         rows = table(pd.read_csv(qc_table, sep="\t")) if qc_table.is_file() else ""
         sections.append("<h2>Preprocessing quality control</h2>" + rows + "".join(figure(p, p.name) for p in qc))
     html = page(f"sub-{label}", f"m2m-bids participant report · model {model_id}", sections)
-    return write_text_atomic(output_dir / f"sub-{label}.html", html)
+    writer = DerivativesWriter(output_dir)
+    return writer.save_text(html, writer.output_path(f"sub-{label}.html"))

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.interpret.atlas_tables import parcellate, roi_timeseries, top_regions
 from m2m_bids.interpret.brain_states import brain_states, pearson_matrix, pick_peaks, stitch_frame_scores
@@ -107,7 +108,7 @@ def test_brain_states_find_coupling_at_the_attended_moment():
 
 
 def test_names_follow_entity_order(tmp_path: Path):
-    namer = Namer(tmp_path, "01", "A")
+    namer = Namer(DerivativesWriter(tmp_path), "01", "A")
     path = namer.path("anat", "statmap", ".nii.gz", desc="T1w", stat="attention", res=res_label(3.0),
                       space="MNI152NLin2009aSym")
     assert path == tmp_path / "sub-01" / "ses-A" / "anat" / \
@@ -115,7 +116,7 @@ def test_names_follow_entity_order(tmp_path: Path):
     assert namer.path(None, "predictions", ".tsv", desc="m2m").parent == tmp_path / "sub-01"
     assert res_label(2.5) == "2p5"
     with pytest.raises(ValueError):
-        namer.name("x", ".tsv", bogus="1")
+        namer.path(None, "x", ".tsv", bogus="1")
 
 
 def test_preproc_differences_name_what_differs():

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.group import GroupMap, render_group
 from m2m_bids.reports.participant import MapView, SessionView, StateView, render_participant
@@ -54,23 +55,29 @@ def _stat_img():
     return nib.Nifti1Image(data, affine)
 
 
+def _save(out: Path, fig: object, path: Path) -> Path:
+    """A figure saved as the app saves it (the derivatives sink, at the reports' resolution)."""
+    return DerivativesWriter(out).save_figure(fig, path, dpi=figs.DPI)
+
+
 @pytest.fixture(scope="module")
 def participant_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("out")
     fig_dir = out / "sub-01" / "figures"
-    prob = figs.save_figure(figs.probability_figure({"CN": 0.3, "AD": 0.7}, "AD"), fig_dir / "sub-01_desc-m2m_predictions.png")
-    stat = figs.save_figure(figs.stat_map_figure(_stat_img(), "saliency · T1w"), fig_dir / "sub-01_stat-saliency_desc-T1w_statmap.png")
+    prob = _save(out, figs.probability_figure({"CN": 0.3, "AD": 0.7}, "AD"), fig_dir / "sub-01_desc-m2m_predictions.png")
+    stat = _save(out, figs.stat_map_figure(_stat_img(), "saliency · T1w"),
+                 fig_dir / "sub-01_stat-saliency_desc-T1w_statmap.png")
     names = ["Hippocampus_L", "Hippocampus_R", "Precuneus_L"]
     conn = pd.DataFrame(np.eye(3), index=names, columns=names)
-    rel = figs.save_figure(figs.connectivity_figure(conn, "state 1"), fig_dir / "sub-01_task-rest_desc-state1_relmat.png")
-    temporal = figs.save_figure(figs.temporal_figure(np.linspace(0.5, 2, 30), 2.0, [29], "temporal attention"),
+    rel = _save(out, figs.connectivity_figure(conn, "state 1"), fig_dir / "sub-01_task-rest_desc-state1_relmat.png")
+    temporal = _save(out, figs.temporal_figure(np.linspace(0.5, 2, 30), 2.0, [29], "temporal attention"),
                                 fig_dir / "sub-01_task-rest_desc-temporal_timeseries.png")
     qc = fig_dir / "sub-01_desc-registration_T1w.svg"  # what preprocessing leaves here (fMRIPrep-style SVG)
     from matplotlib.figure import Figure
 
     qc_fig = Figure(figsize=(3, 2))
     qc_fig.add_subplot(1, 1, 1).plot([0, 1], [1, 0])
-    figs.save_figure(qc_fig, qc)
+    _save(out, qc_fig, qc)
     table = pd.DataFrame({"rank": [1, 2], "name": ["Hippocampus_L", "<script>x</script>"], "mean": [2.5, 1.9],
                           "n_voxels": [40, 12]})
     view = SessionView(session=None, prediction={"predicted_label": "AD", "n_windows": 3},
@@ -103,11 +110,11 @@ def test_group_report_displays_every_figure(tmp_path: Path):
 
     roc = Figure(figsize=(3, 3))
     roc.add_subplot(1, 1, 1).plot([0, 0.2, 1], [0, 0.8, 1])
-    figs.save_figure(roc, out / "group" / "figures" / "roc.svg")
+    _save(out, roc, out / "group" / "figures" / "roc.svg")
     coords = pd.DataFrame({"modality": ["fmri", "smri"] * 3, "label": ["AD", "AD", "CN", "CN", "AD", "CN"],
                            "tsne_1": np.arange(6.0), "tsne_2": np.arange(6.0)[::-1]})
-    tsne = figs.save_figure(figs.tsne_figure(coords), out / "group" / "figures" / "desc-tsne_latents.png")
-    stat = figs.save_figure(figs.stat_map_figure(_stat_img(), "AD"), out / "group" / "figures" / "class-AD.png")
+    tsne = _save(out, figs.tsne_figure(coords), out / "group" / "figures" / "desc-tsne_latents.png")
+    stat = _save(out, figs.stat_map_figure(_stat_img(), "AD"), out / "group" / "figures" / "class-AD.png")
     top = pd.DataFrame({"class": ["AD"], "modality": ["T1w"], "rank": [1], "name": ["Hippocampus_L"]})
     report = render_group(out, "m2m@abc", [GroupMap("AD · attention", stat, np.ones(1))], top, tsne)
     assert "Cross-validation" in report.read_text()
