@@ -52,7 +52,7 @@ from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import write_json_atomic, write_text_atomic
 from m2m_bids.training.api import GroupResult, _normalise_index
-from m2m_bids.training.data import EntryLike, participant_of
+from m2m_bids.model_inputs.windows import EntryLike, participant_of
 from m2m_bids.training.labels import Labels, derive_labels
 from m2m_bids.training.metrics import classification_metrics, summarise
 from m2m_bids.training.splits import Split, make_splits

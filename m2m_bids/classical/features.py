@@ -26,7 +26,7 @@ import numpy as np
 from scipy import sparse
 
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.training.data import EntryLike, participant_of
+from m2m_bids.model_inputs.windows import EntryLike, participant_of
 
 log = logging.getLogger(__name__)
 

@@ -70,22 +70,20 @@ def load_atlas_grid(spec: str, shape: tuple[int, int, int], affine: np.ndarray) 
 
 
 def tabular_features(bundle: Bundle, bids_dir: Path, labels: list[str]) -> dict[str, np.ndarray | None]:
-    """The card's tabular encoding of each participant's participants.tsv row (None without tabular)."""
+    """The card's tabular encoding of each participant's participants.tsv row (None without tabular),
+    read and encoded as training did (:func:`~m2m_bids.model_inputs.tabular.feature_rows`)."""
     if "tabular" not in bundle.model.config.modalities:  # type: ignore[attr-defined]
         return {p: None for p in labels}
-    from m2m_bids.training.tabular import TabularEncoder
+    from m2m_bids.bids.participants import read_participants
+    from m2m_bids.model_inputs.tabular import TabularEncoder, feature_rows
 
     encoder = TabularEncoder.from_dict(bundle.card.get("tabular") or {})
-    path = bids_dir / "participants.tsv"
-    table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a", ""]) if path.is_file() else pd.DataFrame()
-    if "participant_id" in table.columns:
-        table.index = [s[4:] if s.startswith("sub-") else s for s in table.pop("participant_id").astype(str)]
-    rows = table.reindex(labels)
-    missing = [p for p in labels if p not in table.index]
+    phenotype = read_participants(bids_dir)
+    missing = [p for p in labels if p not in phenotype.index]
     if missing:
         log.warning("no participants.tsv row for %s: tabular features are imputed (marked missing)",
                     ", ".join(f"sub-{p}" for p in missing))
-    return dict(zip(labels, encoder.transform(rows)))
+    return dict(feature_rows(encoder, phenotype, labels))
 
 
 def check_leakage(bundle: TrainedOn, label: str, allow: bool) -> bool:

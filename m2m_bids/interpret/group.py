@@ -37,24 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def true_labels(bids_dir: Path, card: dict[str, Any], participants: list[str]) -> dict[str, str]:
-    """Class names from participants.tsv, derived with the card's label column/rule (unlabelled left out)."""
+    """Class names from participants.tsv (read as training read it), derived with the card's label
+    column/rule (unlabelled left out)."""
+    from m2m_bids.bids.participants import read_participants
     from m2m_bids.training.labels import derive_labels
 
-    path = bids_dir / "participants.tsv"
-    if not path.is_file():
+    if not (bids_dir / "participants.tsv").is_file():
         return {}
-    table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a", ""])
-    table.index = [s[4:] if s.startswith("sub-") else s for s in table.pop("participant_id").astype(str)]
-    table = table.apply(_numeric_if_possible)
-    labels = derive_labels(table, participants, label_column=str(card.get("label_column", "diagnosis")),
+    labels = derive_labels(read_participants(bids_dir), participants,
+                           label_column=str(card.get("label_column", "diagnosis")),
                            classes=[str(c) for c in card["classes"]], label_rule=card.get("label_rule"))
     return {p: labels.classes[int(i)] for p, i in labels.y.items()}
-
-
-def _numeric_if_possible(column: pd.Series) -> pd.Series:
-    """Numbers where every present value is one (label rules compare ages, scores...), else text."""
-    numbers = pd.to_numeric(column, errors="coerce")
-    return numbers if numbers.notna().sum() == column.notna().sum() else column
 
 
 def _sample_maps(scores: list[RunScores], entry: Any, shape: tuple[int, int, int],

@@ -1,8 +1,10 @@
 """Run a trained model over every window of one cached run and collect what the explanations need.
 
-A run is scored window by window exactly as the group-level evaluation does
-(:func:`m2m_bids.training.data.eval_starts`: back-to-back windows plus one ending at the last
-frame), so a participant applied later gets the same prediction as in cross-validation. Logits,
+A run is scored window by window exactly as the group-level evaluation does, through the same
+:mod:`m2m_bids.model_inputs` (:meth:`~m2m_bids.model_inputs.batch.InputSpec.starts`: back-to-back
+windows plus one ending at the last frame; :func:`~m2m_bids.model_inputs.batch.run_inputs`: the
+batch the training loader would build), so a participant applied later gets the same prediction
+as in cross-validation. Logits,
 attention and latents are averaged over windows; per-window temporal attention is kept for the
 brain states. The gradient explanations (saliency, and for co-attention models the gradient-weighted
 attention rollout of :mod:`m2m_bids.interpret.relevance`) need a backward pass per window, so they
@@ -21,8 +23,7 @@ from torch import nn
 
 from m2m_bids.interpret.relevance import gradient_weighted_rollout
 from m2m_bids.interpret.saliency import input_gradient
-from m2m_bids.models.registry import input_maps, input_modalities
-from m2m_bids.training.data import eval_starts, read_window
+from m2m_bids.model_inputs.batch import InputSpec, run_inputs
 
 log = logging.getLogger(__name__)
 
@@ -49,44 +50,20 @@ class RunScores:
         return len(self.starts)
 
 
-def _batch(entry: Any, modalities: tuple[str, ...], starts: list[int], frames: int,
-           tabular: np.ndarray | None, device: torch.device, maps: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Forward keyword arguments for the windows starting at ``starts`` (plus the run's cache maps)."""
-    inputs: dict[str, torch.Tensor] = {}
-    b = len(starts)
-    for name in maps:
-        vol = np.asarray(entry.load(name), dtype=np.float32)[None, None]
-        inputs[name] = torch.from_numpy(np.repeat(vol, b, axis=0)).to(device)
-    if "fmri" in modalities:  # time-first windows, read once each, cast on the device, model order by a view
-        stack = np.empty((b, 1, frames, *entry.frames().shape[1:]), dtype=np.float16)
-        for j, start in enumerate(starts):
-            read_window(entry, start, stack[j, 0])
-        inputs["fmri"] = torch.from_numpy(stack).to(device).float().permute(0, 1, 3, 4, 5, 2)
-    if "smri" in modalities:
-        smri = np.asarray(entry.load("smri"), dtype=np.float32)[None, None, ..., None]
-        inputs["smri"] = torch.from_numpy(np.repeat(smri, b, axis=0)).to(device)
-    if "tabular" in modalities:
-        row = np.zeros((1, 0), np.float32) if tabular is None else np.asarray(tabular, np.float32)[None]
-        inputs["tabular"] = torch.from_numpy(np.repeat(row, b, axis=0)).to(device)
-    return inputs
-
-
 def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None, batch_size: int = 4,
               saliency: bool = True, max_saliency_windows: int = 4, saliency_method: str = "gradient",
               device: torch.device | str = "cpu") -> RunScores:
     """Predict, and collect attention, latents and saliency for one cache entry (one run)."""
     device = torch.device(device)
-    cfg = model.config  # type: ignore[attr-defined]
-    maps, modalities = input_maps(model), input_modalities(model)  # what training fed it
-    frames = int(cfg.frames)
-    n_frames = int(entry.frames().shape[0]) if "fmri" in modalities else 1
-    starts = eval_starts(n_frames, frames, None) if "fmri" in modalities else [0]
+    spec = InputSpec.of(model)  # what training fed it
+    n_frames = int(entry.frames().shape[0]) if spec.windowed else 1
+    starts = spec.starts(n_frames)
     model.eval()
     logits, spatial, temporal, latents = [], {}, [], {}
     with torch.inference_mode():
         for i in range(0, len(starts), batch_size):
             chunk = starts[i:i + batch_size]
-            out = model(**_batch(entry, modalities, chunk, frames, tabular, device, maps))
+            out = model(**run_inputs(entry, chunk, tabular, spec, device))
             logits.append(out.logits.float().cpu().numpy())
             for m, a in out.spatial_attention.items():
                 spatial.setdefault(m, []).append(a.float().cpu().numpy())
@@ -101,9 +78,8 @@ def score_run(model: nn.Module, entry: Any, *, tabular: np.ndarray | None = None
                        latents={m: np.concatenate(v).mean(0) for m, v in latents.items()})
     if saliency:
         chosen = _spread(scores.starts, max_saliency_windows)
-        _add_saliency(model, entry, scores, modalities, frames, tabular, batch_size, chosen,
-                      saliency_method, device, maps)
-        _add_rollout(model, entry, scores, modalities, frames, tabular, batch_size, chosen, device, maps)
+        _add_saliency(model, entry, scores, spec, tabular, batch_size, chosen, saliency_method, device)
+        _add_rollout(model, entry, scores, spec, tabular, batch_size, chosen, device)
     return scores
 
 
@@ -113,16 +89,15 @@ def _spread(starts: list[int], n: int) -> list[int]:
     return [starts[i] for i in pick]
 
 
-def _add_rollout(model: nn.Module, entry: Any, scores: RunScores, modalities: tuple[str, ...], frames: int,
-                 tabular: np.ndarray | None, batch_size: int, chosen: list[int], device: torch.device,
-                 maps: tuple[str, ...] = ()) -> None:
+def _add_rollout(model: nn.Module, entry: Any, scores: RunScores, spec: InputSpec, tabular: np.ndarray | None,
+                 batch_size: int, chosen: list[int], device: torch.device) -> None:
     """Gradient-weighted attention rollout of the run's predicted class, averaged over ``chosen`` windows."""
     target = int(np.argmax(scores.logits))
     sums: dict[str, np.ndarray] = {}
     routed: dict[str, float] = {}
     for i in range(0, len(chosen), batch_size):
         chunk = chosen[i:i + batch_size]
-        result = gradient_weighted_rollout(model, _batch(entry, modalities, chunk, frames, tabular, device, maps))
+        result = gradient_weighted_rollout(model, run_inputs(entry, chunk, tabular, spec, device))
         if result is None:
             return
         for m, volume in result.maps.items():
@@ -132,16 +107,15 @@ def _add_rollout(model: nn.Module, entry: Any, scores: RunScores, modalities: tu
     scores.rollout_routed = {m: v / len(chosen) for m, v in routed.items()}
 
 
-def _add_saliency(model: nn.Module, entry: Any, scores: RunScores, modalities: tuple[str, ...], frames: int,
-                  tabular: np.ndarray | None, batch_size: int, chosen: list[int], method: str,
-                  device: torch.device, maps: tuple[str, ...] = ()) -> None:
+def _add_saliency(model: nn.Module, entry: Any, scores: RunScores, spec: InputSpec, tabular: np.ndarray | None,
+                  batch_size: int, chosen: list[int], method: str, device: torch.device) -> None:
     """Input x gradient of the run's predicted class, averaged over the ``chosen`` windows."""
     target = int(np.argmax(scores.logits))
     sums: dict[str, np.ndarray] = {}
     tab_sum = None
     for i in range(0, len(chosen), batch_size):
         chunk = chosen[i:i + batch_size]
-        res = input_gradient(model, _batch(entry, modalities, chunk, frames, tabular, device, maps), target, method)
+        res = input_gradient(model, run_inputs(entry, chunk, tabular, spec, device), target, method)
         for m, vol in res.spatial.items():
             sums[m] = sums.get(m, 0) + vol
         if res.temporal is not None:

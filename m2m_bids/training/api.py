@@ -25,7 +25,7 @@ import pandas as pd
 
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.training.data import EntryLike, participant_of
+from m2m_bids.model_inputs.windows import EntryLike, participant_of
 from m2m_bids.training.distributed import Dist, barrier, setup_distributed, teardown
 from m2m_bids.training.labels import Labels, derive_labels
 from m2m_bids.training.loop import EpochHook

@@ -1,14 +1,10 @@
 """Datasets over tensor-cache entries: random fMRI windows for training, all windows for evaluation.
 
-One cache entry is one BOLD run of one session of a participant (fMRI stored time-first
-``(T,X,Y,Z)`` float16 plus the session's T1w ``(X,Y,Z)``), memory-mapped so that a window of
-consecutive frames is one contiguous read. The dataset builds whole batches
-(:meth:`WindowDataset.__getitems__`): each window is copied once, from the mapped file straight
-into the batch tensor (in shared memory inside a loader worker), and no collate copy follows.
-Batches keep the cache's layout and dtype -- ``fmri`` is ``(B, 1, T, X, Y, Z)`` float16 -- and
-:func:`m2m_bids.training.loop.forward` puts them in the model's ``(B, 1, X, Y, Z, T)`` order on the
-device. Evaluation scores every window of every run; :func:`aggregate_logits` averages them per
-participant.
+Which windows are read and how a batch is built come from :mod:`m2m_bids.model_inputs`, which
+``apply`` uses too: the dataset builds whole batches (:meth:`WindowDataset.__getitems__`) with
+:func:`~m2m_bids.model_inputs.batch.assemble`, and :func:`m2m_bids.training.loop.forward` hands
+them to the model with :func:`~m2m_bids.model_inputs.batch.to_model`. Evaluation scores every
+window of every run; :func:`aggregate_logits` averages them per participant.
 """
 
 from __future__ import annotations
@@ -16,32 +12,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, Sampler
 
-from m2m_bids.preproc.entrymeta import EntryMeta
+from m2m_bids.model_inputs.batch import InputSpec, assemble, batch_tensor, tabular_tensor
+from m2m_bids.model_inputs.windows import EntryLike, participant_of, read_window, train_start
 from m2m_bids.training.augment import Augmenter
 
 log = logging.getLogger(__name__)
-
-
-class EntryLike(Protocol):
-    """What the datasets need from a :class:`m2m_bids.preproc.cache.CacheEntry`."""
-
-    key: str
-    meta: EntryMeta
-
-    @property
-    def names(self) -> list[str]: ...
-
-    def load(self, name: str) -> np.ndarray: ...
-
-    def frames(self) -> np.ndarray: ...
-
-    def read_frames(self, start: int, out: np.ndarray) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -53,12 +33,6 @@ class RunRecord:
     label: int
     tabular: np.ndarray  # (K,) float32
     n_frames: int
-
-
-def participant_of(entry: EntryLike) -> str:
-    """Participant label of a cache entry (without ``sub-``)."""
-    value = entry.meta.participant
-    return value[4:] if value.startswith("sub-") else value
 
 
 def make_records(entries: list[EntryLike], labels: dict[str, int], tabular: dict[str, np.ndarray]) -> list[RunRecord]:
@@ -73,42 +47,9 @@ def make_records(entries: list[EntryLike], labels: dict[str, int], tabular: dict
     return records
 
 
-def read_window(entry: EntryLike, start: int, out: np.ndarray) -> np.ndarray:
-    """Frames ``start:start + len(out)`` of the entry's run, time-first ``(T, X, Y, Z)``, read into ``out``.
-
-    One copy, from the cache file into ``out``; a run shorter than the window is padded by
-    repeating its last frame.
-    """
-    n = entry.read_frames(start, out)
-    if n < out.shape[0]:
-        out[n:] = out[n - 1]
-    return out
-
-
-def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised batch tensor; in shared memory inside a loader worker (sent without a copy)."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
-
-
 def as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``collate_fn`` of loaders over a :class:`WindowDataset`: its batches are already built."""
     return batch
-
-
-def eval_starts(n_frames: int, frames: int, max_windows: int | None) -> list[int]:
-    """Window starts covering a run: back to back, plus one ending at the last frame if needed."""
-    if n_frames <= frames:
-        return [0]
-    starts = list(range(0, n_frames - frames + 1, frames))
-    if starts[-1] + frames < n_frames:
-        starts.append(n_frames - frames)
-    if max_windows is not None and len(starts) > max_windows:
-        pick = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
-        starts = [starts[i] for i in pick]
-    return starts
 
 
 class WindowDataset(Dataset):
@@ -123,21 +64,30 @@ class WindowDataset(Dataset):
                  samples_per_run: int = 1, max_eval_windows: int | None = None,
                  augmenter: Augmenter | None = None, maps: tuple[str, ...] = ()) -> None:
         self.records = records
-        self.frames = frames
-        self.modalities = modalities
-        self.maps = maps
+        self.spec = InputSpec(frames, tuple(modalities), tuple(maps))
         self.train = train
         self.samples_per_run = samples_per_run
         self.augmenter = augmenter
         self.items: list[tuple[int, int]] = []
         if not train:  # without fMRI windows a run is one item
             for i, rec in enumerate(records):
-                starts = eval_starts(rec.n_frames, frames, max_eval_windows) if "fmri" in modalities else [0]
-                self.items += [(i, s) for s in starts]
+                self.items += [(i, s) for s in self.spec.starts(rec.n_frames, max_eval_windows)]
         short = [r for r in records if r.n_frames < frames]
-        if short and "fmri" in modalities:
+        if short and self.spec.windowed:
             log.warning("%d run(s) have fewer frames than the window (%d); padded by repeating the last frame",
                         len(short), frames)
+
+    @property
+    def frames(self) -> int:
+        return self.spec.frames
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.spec.modalities
+
+    @property
+    def maps(self) -> tuple[str, ...]:
+        return self.spec.maps
 
     def __len__(self) -> int:
         return len(self.records) * self.samples_per_run if self.train else len(self.items)
@@ -147,32 +97,21 @@ class WindowDataset(Dataset):
         if not self.train:
             return self.items[index]
         rec_idx = index % len(self.records)
-        span = max(1, self.records[rec_idx].n_frames - self.frames + 1)
-        return rec_idx, int(torch.randint(span, ()).item())
+        return rec_idx, train_start(self.records[rec_idx].n_frames, self.frames)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """One item: the batch of ``[index]`` without its batch axis."""
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """The batch of ``indices``: ``fmri (B,1,T,X,Y,Z)``, ``smri (B,1,X,Y,Z,1)``, maps ``(B,1,X,Y,Z)``
-        float16; ``tabular (B,K)``; ``label`` and ``record`` ``(B,)``. Each window is copied once."""
+        """The batch of ``indices`` (:func:`~m2m_bids.model_inputs.batch.assemble`'s layout) plus
+        ``label`` and ``record`` ``(B,)``. Each window is copied once."""
         picks = [self.pick(i) for i in indices]
         if self.augmenter is not None:
             return self._stack([self._augmented(r, s) for r, s in picks], picks)
-        b, out = len(picks), {}
-        if "fmri" in self.modalities:
-            grid = tuple(self.records[picks[0][0]].entry.frames().shape[1:])
-            out["fmri"] = batch_tensor((b, 1, self.frames, *grid), torch.float16)
-            dest = out["fmri"].numpy()
-            for j, (r, start) in enumerate(picks):
-                read_window(self.records[r].entry, start, dest[j, 0])
-        for name in (["smri"] if "smri" in self.modalities else []) + list(self.maps):
-            space = tuple(self.records[picks[0][0]].entry.load(name).shape)
-            out[name] = batch_tensor((b, 1, *space, 1) if name == "smri" else (b, 1, *space), torch.float16)
-            dest = out[name].numpy().reshape(b, *space)  # a view: T1w (B,1,X,Y,Z,1), maps (B,1,X,Y,Z)
-            for j, (r, _) in enumerate(picks):
-                dest[j] = self.records[r].entry.load(name)
+        recs = [self.records[r] for r, _ in picks]
+        out = assemble([(rec.entry, s) for rec, (_, s) in zip(recs, picks, strict=True)],
+                       [rec.tabular for rec in recs], self.spec)
         return self._labels(out, picks)
 
     def _augmented(self, rec_idx: int, start: int) -> dict[str, np.ndarray]:
@@ -196,13 +135,12 @@ class WindowDataset(Dataset):
         for name in samples[0]:
             out[name] = batch_tensor((len(samples), *samples[0][name].shape), torch.float16)
             np.copyto(out[name].numpy(), np.stack([s[name] for s in samples]), casting="unsafe")
+        if "tabular" in self.modalities:
+            out["tabular"] = tabular_tensor([self.records[r].tabular for r, _ in picks])
         return self._labels(out, picks)
 
     def _labels(self, out: dict[str, torch.Tensor], picks: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        recs = [self.records[r] for r, _ in picks]
-        if "tabular" in self.modalities:
-            out["tabular"] = torch.from_numpy(np.stack([r.tabular for r in recs]))
-        out["label"] = torch.tensor([r.label for r in recs], dtype=torch.long)
+        out["label"] = torch.tensor([self.records[r].label for r, _ in picks], dtype=torch.long)
         out["record"] = torch.tensor([r for r, _ in picks], dtype=torch.long)
         return out
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from m2m_bids.config import Train
-from m2m_bids.models.config import MAP_INPUTS
+from m2m_bids.model_inputs.batch import to_model
 from m2m_bids.training import checkpoint as ckpt
 from m2m_bids.training.data import EpochSampler, ShardSampler, WindowDataset, aggregate_logits, as_batch
 from m2m_bids.training.distributed import Dist, all_reduce_mean, gather_objects, unwrap, wrap
@@ -35,7 +35,6 @@ from m2m_bids.training.resident import ResidentBatches, choose_residency
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("fmri", "smri", "tabular")
 LOSS_TERMS = ("loss", "ce", "align", "aux")
 EpochHook = Callable[[str, dict[str, Any]], None]
 
@@ -67,24 +66,9 @@ def compute_dtype(device: torch.device) -> torch.dtype:
 
 
 def forward(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> Any:
-    """Move the present modalities and maps to ``device`` and call the model.
-
-    Inputs travel in the cache's float16 and are cast on the device to the compute dtype: the
-    autocast dtype under mixed precision (so no fp32 copy of a 96^3 window is ever made) and fp32
-    only in fp32 runs. ``fmri`` arrives time-first ``(B,1,T,X,Y,Z)`` and is handed to the model as
-    a ``(B,1,X,Y,Z,T)`` view; the encoder's patch embedding makes the one copy it needs anyway.
-    """
-    dtype = compute_dtype(device)
-    inputs: dict[str, torch.Tensor | None] = {}
-    for key in (*INPUTS, *MAP_INPUTS):
-        if key not in batch:
-            if key in INPUTS:
-                inputs[key] = None
-            continue
-        x = batch[key].to(device, non_blocking=True)
-        x = x.to(dtype) if x.is_floating_point() else x
-        inputs[key] = x.permute(0, 1, 3, 4, 5, 2) if key == "fmri" else x
-    return model(**inputs)
+    """Call the model on a batch, its inputs moved to ``device`` in the compute dtype
+    (:func:`~m2m_bids.model_inputs.batch.to_model`, as ``apply`` does)."""
+    return model(**to_model(batch, device, compute_dtype(device)))
 
 
 def enable_tf32(device: torch.device) -> None:

@@ -23,7 +23,7 @@ from m2m_bids.config import RunConfig
 from m2m_bids.io_utils import write_json_atomic, write_text_atomic
 from m2m_bids.model_identity import model_digest
 from m2m_bids.training.checkpoint import save_weights
-from m2m_bids.training.data import EntryLike
+from m2m_bids.model_inputs.windows import EntryLike
 from m2m_bids.training.figures import roc_pr_figures, training_curves
 from m2m_bids.training.labels import Labels
 from m2m_bids.training.metrics import METRICS

@@ -80,7 +80,7 @@ class ResidentBatches:
     """Batches of ``dataset`` in ``sampler`` order, cut from tensors held on ``device`` or pinned.
 
     Holds each run once, time-first and padded to at least one window (the padding repeats the last
-    frame, as :func:`~m2m_bids.training.data.read_window` does), plus the static images. Batches
+    frame, as :func:`~m2m_bids.model_inputs.windows.read_window` does), plus the static images. Batches
     match the dataset's: ``fmri (B,1,T,X,Y,Z)``, ``smri (B,1,X,Y,Z,1)``, maps ``(B,1,X,Y,Z)``.
     """
 

@@ -20,15 +20,16 @@ from torch import nn
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import write_json_atomic
+from m2m_bids.model_inputs.batch import InputSpec
+from m2m_bids.model_inputs.tabular import TabularEncoder, feature_rows
+from m2m_bids.model_inputs.windows import EntryLike, participant_of
 from m2m_bids.training import checkpoint as ckpt
 from m2m_bids.training.augment import Augmenter
-from m2m_bids.training.data import (EntryLike, RunRecord, WindowDataset, class_weights, make_records,
-                                    participant_of)
+from m2m_bids.training.data import RunRecord, WindowDataset, class_weights, make_records
 from m2m_bids.training.distributed import Dist, barrier, broadcast_object
 from m2m_bids.training.labels import Labels
 from m2m_bids.training.loop import EpochHook, FitPlan, fit, predict
 from m2m_bids.training.splits import Split
-from m2m_bids.training.tabular import TabularEncoder
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +113,12 @@ class SplitRunner:
     def datasets(self, split: Split, encoder: TabularEncoder, model: nn.Module) -> tuple[WindowDataset, ...]:
         """Training (random windows, augmented if asked), validation and test (all windows) datasets.
 
-        What is loaded follows the model (:func:`m2m_bids.models.input_modalities` and
-        :func:`~m2m_bids.models.input_maps`); a model that reads no fMRI windows gets one item per run.
+        What is loaded follows the model (:meth:`InputSpec.of <m2m_bids.model_inputs.batch.InputSpec.of>`);
+        a model that reads no fMRI windows gets one item per run.
         """
-        from m2m_bids.models import input_maps, input_modalities
-
-        tc, frames = self.cfg.train, self.cfg.model.window_frames
-        table = self.phenotype.reindex(self.participants)
-        features = encoder.transform(table)
-        tab = {p: features[i] for i, p in enumerate(self.participants)}
-        common = {"frames": frames, "modalities": input_modalities(model), "maps": input_maps(model)}
+        tc, spec = self.cfg.train, InputSpec.of(model)
+        tab = feature_rows(encoder, self.phenotype, self.participants)
+        common = {"frames": spec.frames, "modalities": spec.modalities, "maps": spec.maps}
         train = WindowDataset(self._records(split.train, tab), train=True, samples_per_run=tc.samples_per_run,
                               augmenter=Augmenter() if tc.augment else None, **common)
         val = WindowDataset(self._records(split.val, tab), train=False, max_eval_windows=tc.max_eval_windows,

@@ -202,7 +202,7 @@ def test_tabular_features_follow_the_model_card(tmp_path):
     from types import SimpleNamespace
 
     from m2m_bids.interpret.api import tabular_features
-    from m2m_bids.training.tabular import TabularEncoder
+    from m2m_bids.model_inputs.tabular import TabularEncoder
 
     train = pd.DataFrame({"age": [60.0, 70.0, 80.0], "sex": ["F", "M", "F"]}, index=["01", "02", "03"])
     encoder = TabularEncoder.fit(train, ["age", "sex"])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from m2m_bids.model_inputs.windows import read_window
 from m2m_bids.preproc.cache import CACHE_FORMAT, LAYOUT, CacheEntry, TensorCache
 from m2m_bids.preproc.entrymeta import EntryMeta, read_meta
-from m2m_bids.training.data import read_window
 
 
 def _run(seed: int = 0, shape: tuple[int, ...] = (6, 5, 4, 9)) -> dict[str, np.ndarray]:

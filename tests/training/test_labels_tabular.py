@@ -8,7 +8,7 @@ import pytest
 
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.training.labels import LabelRule, RuleError, derive_labels
-from m2m_bids.training.tabular import TabularEncoder
+from m2m_bids.model_inputs.tabular import TabularEncoder
 
 
 @pytest.fixture

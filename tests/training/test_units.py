@@ -13,10 +13,11 @@ from sklearn.metrics import roc_auc_score
 from synth_cache import build_dataset
 
 from m2m_bids.exitcodes import AppError
+from m2m_bids.model_inputs.windows import eval_starts
 from m2m_bids.training import checkpoint as ckpt
 from m2m_bids.training.augment import Augmenter, temporal_shift
 from m2m_bids.training.data import (EpochSampler, ShardSampler, WindowDataset, aggregate_logits, class_weights,
-                                    eval_starts, make_records)
+                                    make_records)
 from m2m_bids.training.loop import lr_at
 from m2m_bids.training.metrics import classification_metrics, summarise
 from m2m_bids.training.splits import make_splits

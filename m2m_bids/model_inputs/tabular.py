@@ -3,7 +3,8 @@
 Statistics are fitted on the training participants of a fold only (fitting them on all
 participants would leak the test fold's distribution into training). The fitted encoder is plain
 data (:meth:`TabularEncoder.to_dict`) so the model card carries it and ``apply`` reproduces the
-exact features for new participants.
+exact features for new participants. :func:`feature_rows` is the one place the rows of
+participants are turned into features, for training and for application alike.
 """
 
 from __future__ import annotations
@@ -109,6 +110,14 @@ class TabularEncoder:
         return cls(numeric={k: NumericStats(**v) for k, v in data.get("numeric", {}).items()},
                    categorical={k: list(v) for k, v in data.get("categorical", {}).items()},
                    columns=list(data.get("columns", [])))
+
+
+def feature_rows(encoder: TabularEncoder, phenotype: pd.DataFrame, participants: list[str]) -> dict[str, np.ndarray]:
+    """Each participant's ``(K,)`` float32 feature row from the participants table (indexed by label,
+    as :func:`m2m_bids.bids.participants.read_participants` gives it); a participant without a row
+    gets the imputed, marked-missing features."""
+    features = encoder.transform(phenotype.reindex(participants))
+    return dict(zip(participants, features, strict=True))
 
 
 def _is_numeric(values: pd.Series) -> bool:
