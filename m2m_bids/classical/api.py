@@ -48,9 +48,9 @@ from sklearn.svm import LinearSVC
 from m2m_bids.classical import CARD_FILE
 from m2m_bids.classical.features import Parcellation, describe, make_parcellation, participant_features
 from m2m_bids.classical.model import CLASSIFIER_STEP, export
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.io_utils import write_json_atomic, write_text_atomic
 from m2m_bids.training.api import GroupResult, _normalise_index
 from m2m_bids.model_inputs.windows import EntryLike, participant_of
 from m2m_bids.training.labels import Labels, derive_labels
@@ -225,8 +225,11 @@ def train_classical(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunC
     summary = summarise(list(per_fold.values()))
     bundle = Path(output_dir) / "models" / f"model-{cfg.model.arch}"
     result = GroupResult(bundle, labels.classes, per_fold, summary, pd.DataFrame(rows), labels.excluded, folds, final)
-    _write_outputs(Path(output_dir), result, labels, chosen)
-    _write_model(bundle, final_model, parc, labels, cfg, chosen, result, entries)
+    from m2m_bids.training.outputs import write_metrics
+
+    writer = DerivativesWriter(output_dir)
+    write_metrics(writer, result, labels, {"chosen_parameters": chosen})  # no training curves: no epochs here
+    _write_model(writer, bundle, final_model, parc, labels, cfg, chosen, result, entries)
     log.info("%s: cross-validated ROC-AUC %.3f ± %.3f over %d folds (%d features)",
              cfg.model.arch, summary["roc_auc"]["mean"], summary["roc_auc"]["sd"], len(folds), len(parc.feature_names()))
     return result
@@ -242,34 +245,15 @@ def _oof_rows(split: Split, prob: np.ndarray, y: np.ndarray, classes: list[str])
     return rows
 
 
-def _write_outputs(output_dir: Path, result: GroupResult, labels: Labels, chosen: dict[str, dict[str, Any]]) -> None:
-    """The deep models' group files, minus training curves (nothing is trained by epochs here)."""
-    from m2m_bids.training.figures import roc_pr_figures
-    from m2m_bids.training.outputs import _clean, metrics_table
-
-    group = output_dir / "group"
-    write_text_atomic(group / "metrics.tsv", metrics_table(result).to_csv(sep="\t", index=False,
-                                                                         float_format="%.4f", na_rep="n/a"))
-    write_text_atomic(group / "oof-predictions.tsv", result.oof.to_csv(sep="\t", index=False, float_format="%.6f"))
-    write_json_atomic(group / "metrics.json", _clean({
-        "classes": result.classes, "positive_class": result.classes[-1] if len(result.classes) == 2 else None,
-        "per_fold": result.per_fold, "summary": result.summary,
-        "n_participants": {"labelled": int(len(labels.y)), "excluded": len(labels.excluded),
-                           "per_class": labels.counts()},
-        "excluded": result.excluded, "chosen_parameters": chosen}))
-    roc_pr_figures(result.oof, result.classes, group / "figures")
-
-
-def _write_model(bundle: Path, model: BaseEstimator, parc: Parcellation, labels: Labels, cfg: RunConfig,
-                 chosen: dict[str, dict[str, Any]], result: GroupResult, entries: list[EntryLike]) -> Path:
+def _write_model(writer: DerivativesWriter, bundle: Path, model: BaseEstimator, parc: Parcellation, labels: Labels,
+                 cfg: RunConfig, chosen: dict[str, dict[str, Any]], result: GroupResult, entries: list[EntryLike]) -> Path:
     """The final model as plain JSON (no pickle, :func:`m2m_bids.classical.model.export`) with what
     the participant level needs to apply it safely: the feature description (atlas, regions), the
     grid, the preprocessing parameters (refused when new data differ) and the splits (participants
     of the final model's training set are refused unless allowed)."""
     from m2m_bids.training.outputs import cache_provenance, package_versions
 
-    path = bundle / CARD_FILE
-    write_json_atomic(path, {
+    return writer.save_json({
         "arch": cfg.model.arch, "classes": labels.classes,
         "positive_class": labels.classes[-1] if len(labels.classes) == 2 else None,
         "label_column": cfg.train.label_column, "label_rule": cfg.train.label_rule,
@@ -280,5 +264,5 @@ def _write_model(bundle: Path, model: BaseEstimator, parc: Parcellation, labels:
         "splits": {"folds": [s.to_dict() for s in result.splits],
                    "final": result.final_split.to_dict() if result.final_split else None},
         "excluded": labels.excluded, "metrics": {"summary": result.summary, "per_fold": result.per_fold},
-        "seed": cfg.execution.random_seed, "folds": cfg.train.folds, "versions": package_versions()})
-    return path
+        "seed": cfg.execution.random_seed, "folds": cfg.train.folds, "versions": package_versions()},
+        bundle / CARD_FILE)

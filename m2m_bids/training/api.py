@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.model_inputs.windows import EntryLike, participant_of
@@ -83,8 +84,8 @@ def _train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConf
     log.info("labelled participants per class: %s", labels.counts())
     folds, final = make_splits(labels.y, folds=tc.folds, val_fraction=tc.val_fraction, seed=cfg.execution.random_seed)
     run_dir = cfg.execution.resolved_work_dir / "train" / f"{cfg.model.arch}-{run_key(entries, labels, cfg)}"
-    progress = Progress(output_dir / "logs" / "status.json", total_splits=len(folds) + 1, epochs=tc.epochs,
-                        enabled=dist.is_main)
+    writer = DerivativesWriter(output_dir)
+    progress = Progress(writer, total_splits=len(folds) + 1, epochs=tc.epochs, enabled=dist.is_main)
     runner = SplitRunner(entries, phenotype, labels, cfg, dist, run_dir)
 
     def hook(name: str, stats: dict[str, Any]) -> None:
@@ -110,8 +111,8 @@ def _train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConf
     if dist.is_main:
         from m2m_bids.training.outputs import write_bundle, write_group_outputs
 
-        write_group_outputs(output_dir / "group", result, outputs, labels)
-        write_bundle(bundle, outputs[-1], result, labels, cfg, entries)
+        write_group_outputs(writer, result, outputs, labels)
+        write_bundle(writer, bundle, outputs[-1], result, labels, cfg, entries)
         progress.close("done", roc_auc=summary["roc_auc"])
     barrier(dist)
     log.info("cross-validated ROC-AUC %.3f ± %.3f over %d folds; bundle in %s", summary["roc_auc"]["mean"],

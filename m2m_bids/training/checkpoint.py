@@ -37,11 +37,17 @@ LATEST = "latest.json"
 RESUME_KEYS = frozenset({"optimizer", "scaler", "history", "best", "best_epoch", "epoch", "rng"})
 
 
-def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Write a state dict as safetensors atomically (tensors copied to CPU, shared storage split)."""
+def write_weights(target: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a state dict as safetensors to ``target`` (tensors copied to CPU, shared storage split);
+    the caller makes it atomic (:func:`save_weights` here, the derivatives sink for a model bundle)."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    save_file(tensors, str(target), metadata=metadata)
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write a state dict as safetensors atomically (a checkpoint in the work dir)."""
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        write_weights(tmp, state, metadata)
     return path
 
 

@@ -1,26 +1,16 @@
 """Group figures: ROC and precision-recall curves of the out-of-fold predictions, training curves.
 
-Uses :class:`matplotlib.figure.Figure` directly (no pyplot, no global backend switch): it renders
-headless with the Agg canvas, which suits containers and clusters.
+Each function returns the figure; the derivatives sink saves it. Uses :class:`matplotlib.figure.Figure`
+directly (no pyplot, no global backend switch): it renders headless with the Agg canvas, which suits
+containers and clusters.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
-
-from m2m_bids.io_utils import atomic_path
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight")
-    return path
-
 
 def _curves(oof: pd.DataFrame, classes: list[str]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """(split, class, y_true one-vs-rest, score) for each fold and class to draw."""
@@ -33,9 +23,9 @@ def _curves(oof: pd.DataFrame, classes: list[str]) -> list[tuple[str, str, np.nd
     return items
 
 
-def roc_pr_figures(oof: pd.DataFrame, classes: list[str], out_dir: Path) -> list[Path]:
-    """``roc.svg`` and ``pr.svg``: one thin line per fold (and class), one thick pooled line."""
-    written = []
+def roc_pr_figures(oof: pd.DataFrame, classes: list[str]) -> dict[str, Figure]:
+    """``roc`` and ``pr``: one thin line per fold (and class), one thick pooled line."""
+    drawn = {}
     for kind in ("roc", "pr"):
         fig = Figure(figsize=(5, 5))
         ax = fig.add_subplot()
@@ -55,8 +45,8 @@ def roc_pr_figures(oof: pd.DataFrame, classes: list[str], out_dir: Path) -> list
         else:
             ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, out-of-fold")
         ax.legend(fontsize=7, loc="lower right" if kind == "roc" else "lower left")
-        written.append(_save(fig, out_dir / f"{kind}.svg"))
-    return written
+        drawn[kind] = fig
+    return drawn
 
 
 def _xy(kind: str, y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +58,8 @@ def _xy(kind: str, y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def training_curves(histories: dict[str, list[dict[str, float]]], kept: dict[str, int],
-                    rules: dict[str, str], out_dir: Path) -> Path:
-    """``training-curves.svg``, one line per split: training cross-entropy and weighted alignment term,
+                    rules: dict[str, str]) -> Figure:
+    """The training curves, one line per split: training cross-entropy and weighted alignment term,
     validation cross-entropy with the kept epoch marked, and validation ROC-AUC only for splits whose
     epoch was chosen by it (with a few validation participants the AUC jumps between 0, 0.5 and 1 and
     says nothing; see ``loop.selection_rule``)."""
@@ -93,4 +83,4 @@ def training_curves(histories: dict[str, list[dict[str, float]]], kept: dict[str
     val_ax.legend(fontsize=7)
     if by_auc:
         axes[2].set(xlabel="epoch", ylabel="validation ROC-AUC", title="Validation ROC-AUC", ylim=(0, 1.02))
-    return _save(fig, out_dir / "training-curves.svg")
+    return fig

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from m2m_bids import __version__
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.config import RunConfig
-from m2m_bids.io_utils import write_json_atomic, write_text_atomic
 from m2m_bids.model_identity import model_digest
-from m2m_bids.training.checkpoint import save_weights
 from m2m_bids.model_inputs.windows import EntryLike
+from m2m_bids.training.checkpoint import write_weights
 from m2m_bids.training.figures import roc_pr_figures, training_curves
 from m2m_bids.training.labels import Labels
 from m2m_bids.training.metrics import METRICS
@@ -57,24 +57,29 @@ def metrics_table(result: GroupResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_group_outputs(group_dir: Path, result: GroupResult, outputs: list[SplitOutput], labels: Labels) -> None:
-    """``metrics.tsv``, ``metrics.json``, ``oof-predictions.tsv`` and ``figures/*.svg``."""
-    write_text_atomic(group_dir / "metrics.tsv", metrics_table(result).to_csv(sep="\t", index=False,
-                                                                             float_format="%.4f", na_rep="n/a"))
-    write_text_atomic(group_dir / "oof-predictions.tsv",
-                      result.oof.to_csv(sep="\t", index=False, float_format="%.6f"))
-    write_json_atomic(group_dir / "metrics.json", _clean({
+def write_metrics(writer: DerivativesWriter, result: GroupResult, labels: Labels, extra: dict[str, Any]) -> None:
+    """``group/metrics.tsv``, ``metrics.json`` (with ``extra``), ``oof-predictions.tsv`` and the ROC and
+    precision-recall figures: what every group run writes, deep or classical."""
+    writer.save_tsv(metrics_table(result), writer.output_path("group", "metrics.tsv"), float_format="%.4f")
+    writer.save_tsv(result.oof, writer.output_path("group", "oof-predictions.tsv"), float_format="%.6f")
+    writer.save_json(_clean({
         "classes": result.classes, "positive_class": result.classes[-1] if len(result.classes) == 2 else None,
         "per_fold": result.per_fold, "summary": result.summary,
         "n_participants": {"labelled": int(len(labels.y)), "excluded": len(labels.excluded),
                            "per_class": labels.counts()},
-        "excluded": result.excluded,
-        "best_epoch": {o.split.name: o.best_epoch for o in outputs},
-        "epoch_selection": {o.split.name: o.selection for o in outputs}}))
-    figures = group_dir / "figures"
-    roc_pr_figures(result.oof, result.classes, figures)
-    training_curves({o.split.name: o.history for o in outputs}, {o.split.name: o.best_epoch for o in outputs},
-                    {o.split.name: o.selection for o in outputs}, figures)
+        "excluded": result.excluded, **extra}), writer.output_path("group", "metrics.json"))
+    for kind, fig in roc_pr_figures(result.oof, result.classes).items():
+        writer.save_figure(fig, writer.output_path("group", "figures", f"{kind}.svg"))
+
+
+def write_group_outputs(writer: DerivativesWriter, result: GroupResult, outputs: list[SplitOutput],
+                        labels: Labels) -> None:
+    """The group metrics and figures of a deep model, with each split's kept epoch and training curves."""
+    write_metrics(writer, result, labels, {"best_epoch": {o.split.name: o.best_epoch for o in outputs},
+                                           "epoch_selection": {o.split.name: o.selection for o in outputs}})
+    curves = training_curves({o.split.name: o.history for o in outputs}, {o.split.name: o.best_epoch for o in outputs},
+                             {o.split.name: o.selection for o in outputs})
+    writer.save_figure(curves, writer.output_path("group", "figures", "training-curves.svg"))
 
 
 def package_versions() -> dict[str, str]:
@@ -97,12 +102,12 @@ def cache_provenance(entries: list[EntryLike]) -> dict[str, Any]:
             "keys": sorted(str(e.key) for e in entries)}
 
 
-def write_bundle(bundle: Path, final: SplitOutput, result: GroupResult, labels: Labels, cfg: RunConfig,
-                 entries: list[EntryLike]) -> Path:
+def write_bundle(writer: DerivativesWriter, bundle: Path, final: SplitOutput, result: GroupResult, labels: Labels,
+                 cfg: RunConfig, entries: list[EntryLike]) -> Path:
     """``weights.safetensors`` + ``model-card.json`` of the final model (trained on all labelled participants)."""
     # one metadata key: safetensors writes several in no fixed order, so the bytes would vary
-    weights = save_weights(bundle / "weights.safetensors", final.best_state,
-                           metadata={"format": f"m2m-bids/{cfg.model.arch}"})
+    weights = writer.save_file(bundle / "weights.safetensors", lambda tmp: write_weights(
+        tmp, final.best_state, metadata={"format": f"m2m-bids/{cfg.model.arch}"}))
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     card = {
         "card_version": CARD_VERSION,
@@ -135,9 +140,9 @@ def write_bundle(bundle: Path, final: SplitOutput, result: GroupResult, labels: 
     }
     card = _clean(card)
     card["model_id"] = f"{cfg.model.arch}@{model_digest(final.best_state, card)[:12]}"
-    write_json_atomic(bundle / "model-card.json", card)
+    writer.save_json(card, bundle / "model-card.json")
     log.info("model bundle %s written to %s (sha256 %s)", card["model_id"], bundle, digest[:12])
     return bundle
 
 
-__all__ = ["write_bundle", "write_group_outputs", "metrics_table", "package_versions"]
+__all__ = ["write_bundle", "write_group_outputs", "write_metrics", "metrics_table", "package_versions"]

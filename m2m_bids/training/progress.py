@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-from m2m_bids.io_utils import write_json_atomic
+from m2m_bids.bids.derivatives import DerivativesWriter
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +19,9 @@ log = logging.getLogger(__name__)
 class Progress:
     """Per-epoch reporting for one training run; inert on non-main ranks (``enabled=False``)."""
 
-    def __init__(self, status_path: Path | None, *, total_splits: int, epochs: int, enabled: bool = True) -> None:
-        self.status_path = status_path
+    def __init__(self, writer: DerivativesWriter | None, *, total_splits: int, epochs: int, enabled: bool = True) -> None:
+        self.status_path = writer.output_path("logs", "status.json") if writer is not None else None
+        self.writer = writer
         self.total_splits = total_splits
         self.epochs = epochs
         self.enabled = enabled
@@ -65,9 +65,8 @@ class Progress:
         self._heartbeat({"state": state, **extra})
 
     def _heartbeat(self, payload: dict[str, Any]) -> None:
-        if not self.enabled or self.status_path is None:
+        if not self.enabled or self.writer is None or self.status_path is None:
             return
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        write_json_atomic(self.status_path, {"stage": "group-training", "updated": now,
-                                             "splits_done": self.done_splits, "splits_total": self.total_splits,
-                                             "epochs": self.epochs, **payload})
+        self.writer.save_json({"stage": "group-training", "updated": now, "splits_done": self.done_splits,
+                               "splits_total": self.total_splits, "epochs": self.epochs, **payload}, self.status_path)
