@@ -23,14 +23,15 @@ import tomli_w
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.io_utils import write_text_atomic
 from m2m_bids.textinput import load_yaml, read_text_input
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - python 3.10
     import tomli as tomllib
-
 
 class AnalysisLevel(str, Enum):
     """BIDS-App analysis levels: ``participant`` maps (preprocess, cache, apply), ``group`` reduces (train)."""
@@ -46,12 +47,6 @@ class Preset(str, Enum):
     paper = "paper"
     fast = "fast"
     tiny = "tiny"
-
-
-def strip_prefix(value: str, prefix: str) -> str:
-    """``sub-01`` -> ``01``; labels are accepted with or without their entity prefix."""
-    value = value.strip()
-    return value[len(prefix):] if value.startswith(prefix) else value
 
 
 def new_run_id() -> str:
@@ -108,17 +103,17 @@ class Execution(_Section):
     @field_validator("participant_label", "exclude_participant_label", mode="before")
     @classmethod
     def _strip_sub(cls, value: Any) -> Any:
-        return [strip_prefix(str(v), "sub-") for v in (value or [])]
+        return [strip_prefix(str(v), "sub") for v in (value or [])]
 
     @field_validator("session_label", mode="before")
     @classmethod
     def _strip_ses(cls, value: Any) -> Any:
-        return [strip_prefix(str(v), "ses-") for v in (value or [])]
+        return [strip_prefix(str(v), "ses") for v in (value or [])]
 
     @field_validator("task", mode="before")
     @classmethod
     def _strip_task(cls, value: Any) -> Any:
-        return [strip_prefix(str(v), "task-") for v in (value or [])]
+        return [strip_prefix(str(v), "task") for v in (value or [])]
 
     @field_validator("device")
     @classmethod
@@ -224,7 +219,7 @@ class Train(_Section):
         """Refuse a malformed or unbounded rule now, before any preprocessing is spent on the run."""
         if value is None:
             return value
-        from m2m_bids.training.labels import LabelRule, RuleError
+        from m2m_bids.label_rule import LabelRule, RuleError
 
         try:
             LabelRule.parse(value)
@@ -301,8 +296,6 @@ class RunConfig(_Section):
 
     def to_toml(self, path: str | os.PathLike[str]) -> Path:
         """Write the resolved configuration as TOML (atomically) and return the path."""
-        from m2m_bids.io_utils import write_text_atomic
-
         return write_text_atomic(path, tomli_w.dumps(self.to_dict()))
 
     @classmethod
@@ -366,48 +359,6 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def build_config(cli_values: dict[str, Any], config_file: Path | None = None,
-                 preset: Preset | None = None) -> RunConfig:
-    """Resolve defaults < preset < config file < command line into one validated :class:`RunConfig`.
-
-    ``cli_values`` holds only what the user actually passed (nested by section). A preset named on
-    the command line wins over one named in the file.
-    """
-    file_values: dict[str, Any] = {}
-    if config_file is not None:
-        file_values = load_config_file(config_file)
-        for skip in RunConfig.REUSE_SKIPS:
-            file_values.pop(skip, None)
-    chosen = Preset(preset or file_values.get("preset") or Preset.default)
-    data = deep_merge(PRESETS[chosen], file_values)
-    data = deep_merge(data, cli_values)
-    data["preset"] = chosen.value
-    try:
-        cfg = RunConfig.model_validate(data)
-    except ValueError as err:
-        raise AppError(f"invalid options:\n{_format_validation_error(err)}", ExitCode.USAGE,
-                       hint="see `m2m --help`") from err
-    from m2m_bids.preflight import preflight
-
-    given = deep_merge(file_values, cli_values)
-    explicit = {section: set(values) for section, values in given.items() if isinstance(values, dict)}
-    return preflight(cfg, explicit, not_adopted=ACCEPTANCE_ONLY | {"min_volumes"})
-
-
-def _format_validation_error(err: ValueError) -> str:
-    errors = getattr(err, "errors", None)
-    if not callable(errors):
-        return str(err)
-    lines = []
-    for item in errors():
-        where = ".".join(str(p) for p in item.get("loc", ())) or "config"
-        message = str(item.get("msg", ""))
-        for prefix in ("Value error, ", "Assertion failed, "):  # pydantic's wording, not ours
-            message = message.removeprefix(prefix)
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
 
 
 def seed_everything(seed: int) -> None:

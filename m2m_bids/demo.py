@@ -20,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from m2m_bids.cli.app import main as m2m_main
+from m2m_bids.entity_labels import strip_prefix
+from m2m_bids.synth import generate_dataset, SynthSpec
 
 #: The tiny preset's 16^3 grid at 6 mm covers only the middle of the brain: the demo uses 32^3.
 DEMO_CONFIG = "[preproc]\ngrid_shape = [32, 32, 32]\n"
@@ -118,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from m2m_bids.synth import SynthSpec, generate_dataset
 
     started = time.monotonic()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         spec = SynthSpec.preset("tiny", n_participants=args.n_participants, classes=("CN", "AD"),
                                 effect_size=args.effect_size, seed=args.seed)
         generate_dataset(bids, spec)
-    labels = sorted(p.name.removeprefix("sub-") for p in bids.glob("sub-*"))
+    labels = sorted(strip_prefix(p.name, "sub") for p in bids.glob("sub-*"))
     demo = plan(args.out_dir, labels, held_out=args.held_out, epochs=args.epochs, seed=args.seed, folds=args.folds)
     (args.out_dir / "demo-config.toml").write_text(DEMO_CONFIG, encoding="utf-8")
     run_level(demo.group_args, f"2/3 group level: preprocess, then train and {args.folds}-fold cross-validate "

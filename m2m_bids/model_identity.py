@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+#: The file of a torch model bundle (``models/model-<arch>/``) holding its card, beside ``weights.safetensors``.
+CARD_FILE = "model-card.json"
 #: Card fields that differ between identical retrains (when, which run, which file bytes).
 RUN_SPECIFIC = frozenset({"created", "run_id", "weights", "model_id"})
 

@@ -1,4 +1,7 @@
-"""Choices of a run that can be checked without data, checked before any preprocessing.
+"""Building the run configuration, and the choices of a run that can be checked without data.
+
+:func:`build_config` resolves defaults < preset < config file < command line into one
+:class:`~m2m_bids.config.RunConfig` and runs :func:`preflight` on it before any preprocessing.
 
 A typo in ``--arch``, an unknown model option, a grid the network cannot tile or a ``--model`` path
 that does not exist used to surface after every participant had been preprocessed (minutes to
@@ -18,22 +21,52 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from m2m_bids.classical import CARD_FILE as CLASSICAL_CARD
+from m2m_bids.config import ACCEPTANCE_ONLY, PRESETS, Preset, RunConfig, deep_merge, load_config_file
 from m2m_bids.exitcodes import AppError, ExitCode
 
-#: Card file of a torch model bundle (a classical baseline's is :data:`m2m_bids.classical.CARD_FILE`).
-TORCH_CARD = "model-card.json"
 #: Command-line spelling of the preprocessing fields, for messages.
 FLAG_OF = {"fwhm_mm": "--fwhm", "registration": "--registration", "dummy_scans": "--dummy-scans",
            "slice_time_ref": "--slice-time-ref"}
 
 
-def known_archs() -> list[str]:
-    """Every value ``--arch`` accepts: the torch registry and the classical baselines."""
-    from m2m_bids.classical import CLASSICAL_ARCHS
-    from m2m_bids.models import list_models
+def build_config(cli_values: dict[str, Any], config_file: Path | None = None,
+                 preset: Preset | None = None) -> RunConfig:
+    """Resolve defaults < preset < config file < command line into one validated :class:`RunConfig`.
 
-    return sorted(set(list_models()) | set(CLASSICAL_ARCHS))
+    ``cli_values`` holds only what the user actually passed (nested by section). A preset named on
+    the command line wins over one named in the file.
+    """
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        file_values = load_config_file(config_file)
+        for skip in RunConfig.REUSE_SKIPS:
+            file_values.pop(skip, None)
+    chosen = Preset(preset or file_values.get("preset") or Preset.default)
+    data = deep_merge(PRESETS[chosen], file_values)
+    data = deep_merge(data, cli_values)
+    data["preset"] = chosen.value
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValueError as err:
+        raise AppError(f"invalid options:\n{_format_validation_error(err)}", ExitCode.USAGE,
+                       hint="see `m2m --help`") from err
+    given = deep_merge(file_values, cli_values)
+    explicit = {section: set(values) for section, values in given.items() if isinstance(values, dict)}
+    return preflight(cfg, explicit, not_adopted=ACCEPTANCE_ONLY | {"min_volumes"})
+
+
+def _format_validation_error(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if not callable(errors):
+        return str(err)
+    lines = []
+    for item in errors():
+        where = ".".join(str(p) for p in item.get("loc", ())) or "config"
+        message = str(item.get("msg", ""))
+        for prefix in ("Value error, ", "Assertion failed, "):  # pydantic's wording, not ours
+            message = message.removeprefix(prefix)
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
 
 
 def preflight(cfg: Any, explicit: Mapping[str, set[str]], not_adopted: frozenset[str] = frozenset()) -> Any:
@@ -53,6 +86,8 @@ def preflight(cfg: Any, explicit: Mapping[str, set[str]], not_adopted: frozenset
 
 
 def check_arch(arch: str) -> None:
+    from m2m_bids.backends import known_archs
+
     archs = known_archs()
     if arch not in archs:
         raise AppError(f"unknown architecture --arch {arch!r}", ExitCode.USAGE,
@@ -62,11 +97,11 @@ def check_arch(arch: str) -> None:
 def check_model_options(cfg: Any) -> None:
     """Build the model configuration the group level will build, without data: unknown overrides,
     bad values and grids the encoder cannot tile fail here, naming the option."""
-    from m2m_bids.classical import CLASSICAL_ARCHS
+    from m2m_bids.backends import TORCH
     from m2m_bids.models.config import build_config as build_model_config
 
     mc = cfg.model
-    if mc.arch in CLASSICAL_ARCHS:
+    if mc.arch not in TORCH.archs:  # the classical baselines check their options when they train
         return
     modalities = [m for m in mc.modalities if m != "tabular" or cfg.train.tabular_columns]
     try:
@@ -80,24 +115,18 @@ def check_model_options(cfg: Any) -> None:
                             "docs/models.md lists every option") from err
 
 
-def bundle_card(folder: Path) -> Path | None:
-    """The card file of a bundle folder, or None when the folder holds no bundle."""
-    for name in (TORCH_CARD, CLASSICAL_CARD):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
 def resolve_bundle(cfg: Any) -> Path | None:
     """``--model PATH`` (which must exist and hold a card), else ``OUTPUT_DIR/models/model-<arch>``
     when it holds one, else None (preprocessing only)."""
+    from m2m_bids.backends import BACKENDS, bundle_card
+
     given = cfg.execution.model
     if given is not None:
         if not given.exists():
             raise AppError("the model bundle given with --model does not exist", ExitCode.NO_INPUT, path=str(given),
                            hint="point --model at a models/model-<arch>/ folder written by the group level")
         if bundle_card(given) is None:
-            raise AppError(f"no {TORCH_CARD} (or {CLASSICAL_CARD}) in the model bundle", ExitCode.NO_INPUT,
+            raise AppError(f"no {' or '.join(b.card_file for b in BACKENDS)} in the model bundle", ExitCode.NO_INPUT,
                            path=str(given), hint="point --model at a models/model-<arch>/ folder")
         return given
     default = cfg.execution.output_dir / "models" / f"model-{cfg.model.arch}"
@@ -135,6 +164,8 @@ def adopt_bundle(cfg: Any, explicit: Mapping[str, set[str]], not_adopted: frozen
     bundle = resolve_bundle(cfg)
     if bundle is None:
         return cfg
+    from m2m_bids.backends import bundle_card
+
     card_path = bundle_card(bundle)
     assert card_path is not None
     card = _read_card(card_path)

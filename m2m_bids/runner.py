@@ -20,10 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from m2m_bids import __version__
+from m2m_bids.backends import backend_of_arch, backend_of_bundle
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.bids.inputs import ParticipantInputs
+from m2m_bids.bids.layout import collect_participants
+from m2m_bids.bids.participants import read_participants
+from m2m_bids.bids.validator import validate_bids_dir
 from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
 from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
+from m2m_bids.preflight import resolve_bundle
 from m2m_bids.runtime import configure_caches, configure_threads, is_main_process, setup_logging
+from m2m_bids.training.labels import check_rule_columns
 
 log = logging.getLogger("m2m_bids")
 
@@ -148,8 +155,6 @@ def _prepare_output(output_dir: Path) -> None:
 
 def _finalise_outputs(cfg: RunConfig) -> None:
     """Always leave a valid derivatives root behind, even after a failure."""
-    from m2m_bids.bids.derivatives import DerivativesWriter
-
     if not is_main_process():
         return
     _remove_empty_log_dirs(cfg.execution.output_dir, cfg.run_id)
@@ -162,9 +167,6 @@ def _finalise_outputs(cfg: RunConfig) -> None:
 
 
 def _run_level(cfg: RunConfig) -> ExitCode:
-    from m2m_bids.bids.layout import collect_participants
-    from m2m_bids.bids.validator import validate_bids_dir
-
     ex = cfg.execution
     if ex.skip_bids_validation:
         log.info("BIDS validation skipped (--skip-bids-validation)")
@@ -230,37 +232,28 @@ def _participant_level(cfg: RunConfig, participants: list[ParticipantInputs], ou
         log.info("no model bundle given (--model) or found in %s: preprocessing only",
                  cfg.execution.output_dir / "models")
         return
-    from m2m_bids.interpret.api import apply_model
-
-    for label, error in apply_model(bundle, entries, cfg).items():
+    backend = backend_of_bundle(bundle)
+    assert backend is not None  # resolve_bundle returns folders that hold a card
+    for label, error in backend.apply(bundle, entries, cfg).items():
         outcome.fail(label, error, cfg.execution.stop_on_first_crash)
 
 
 def _model_bundle(cfg: RunConfig) -> Path | None:
     """The bundle resolved when the configuration was built (:func:`m2m_bids.preflight.resolve_bundle`):
     ``--model PATH``, else the group model of this arch already in OUTPUT_DIR, else none."""
-    from m2m_bids.preflight import resolve_bundle
-
     return resolve_bundle(cfg)
 
 
 def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome: Outcome) -> None:
-    from m2m_bids.bids.participants import read_participants
-    from m2m_bids.training.api import train_group
-    from m2m_bids.training.labels import check_rule_columns
-
     phenotype = read_participants(cfg.execution.bids_dir)
     check_rule_columns(cfg.train.label_rule, phenotype)  # before hours of preprocessing, not after
     entries = _preprocess(cfg, participants, outcome)
     if not entries:
         raise AppError("no participant could be preprocessed, so there is nothing to train on",
                        ExitCode.DATA_ERROR, hint="see the errors above and sub-<id>/log/")
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+    backend = backend_of_arch(cfg.model.arch)
+    result = backend.train(entries, phenotype, cfg, cfg.execution.output_dir)
     log.info("group model written to %s", result.bundle_dir)
-    from m2m_bids.classical import is_classical
-
-    if is_main_process() and cfg.interpret.reports and not is_classical(cfg.model.arch):  # no torch bundle
-        from m2m_bids.interpret.group import write_group_interpretation
-
-        report = write_group_interpretation(result.bundle_dir, entries, cfg)
+    if is_main_process() and cfg.interpret.reports and backend.explain_group is not None:
+        report = backend.explain_group(result.bundle_dir, entries, cfg)
         log.info("group explanations and report written (%s)", report)

@@ -24,6 +24,7 @@ from typing import Any
 
 from m2m_bids import __version__
 from m2m_bids.config import new_run_id
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import atomic_path, file_lock, output_lock
 
@@ -287,7 +288,7 @@ class DerivativesWriter:
     # -- logs -----------------------------------------------------------------------------------
     def participant_log_dir(self, label: str) -> Path:
         """``OUTPUT_DIR/sub-<label>/log/<run-id>/`` (created): where one participant's logs and crash files go."""
-        label = label[4:] if label.startswith("sub-") else label
+        label = strip_prefix(label, "sub")
         folder = self._inside(self.output_dir / f"sub-{label}" / "log" / self.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         return folder

@@ -29,6 +29,7 @@ from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, PetImage, SessionIn
 from m2m_bids.bids.participants import empty_participants, phenotype_row, read_participants
 from m2m_bids.bids.validation import ParticipantProblem, check_bold, check_t1w
 from m2m_bids.config import Execution, Preproc
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ IGNORED_FOLDERS = re.compile(r"^/(code|models|sourcedata|stimuli|derivatives)(/|
 
 def available_labels(bids_dir: Path) -> list[str]:
     """Participant labels of the dataset: its ``sub-*`` folders (no ``sub-``), sorted."""
-    return sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir() and len(p.name) > 4)
+    return sorted(strip_prefix(p.name, "sub") for p in bids_dir.glob("sub-*") if p.is_dir() and len(p.name) > 4)
 
 
 def select_labels(available: list[str], include: Iterable[str], exclude: Iterable[str]) -> list[str]:

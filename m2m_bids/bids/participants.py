@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from m2m_bids.config import strip_prefix
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def read_participants(bids_dir: str | Path) -> pd.DataFrame:
     if "participant_id" not in raw.columns:
         raise AppError("participants.tsv has no participant_id column", ExitCode.DATA_ERROR, path=str(tsv),
                        hint="the first column must be participant_id with values like sub-01 (tabs, not spaces)")
-    labels = raw.pop("participant_id").astype(str).map(lambda v: strip_prefix(v, "sub-"))
+    labels = raw.pop("participant_id").astype(str).map(lambda v: strip_prefix(v, "sub"))
     duplicated = sorted(set(labels[labels.duplicated()]))
     if duplicated:
         raise AppError(f"participants.tsv lists participant(s) twice: {', '.join(duplicated)}",

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m2m_bids.bids.layout import available_labels, select_labels
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
 
 log = logging.getLogger(__name__)
@@ -77,11 +79,9 @@ def validate_bids_dir(bids_dir: str | os.PathLike[str], participants: Iterable[s
     bids_dir = Path(bids_dir)
     if not bids_dir.is_dir():
         raise AppError("BIDS_DIR does not exist or is not a folder", ExitCode.NO_INPUT, path=str(bids_dir))
-    labels = [p[4:] if p.startswith("sub-") else p for p in participants or []]
+    labels = [strip_prefix(p, "sub") for p in participants or []]
     if not labels:
         return run_validator(bids_dir, extra_args=extra_args, timeout_s=timeout_s, shown_as=bids_dir)
-    from m2m_bids.bids.layout import available_labels, select_labels
-
     labels = select_labels(available_labels(bids_dir), labels, [])  # unknown label: 66, not a validator error
     try:
         if tmp_dir is not None:

@@ -45,16 +45,17 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from m2m_bids.classical import CARD_FILE
-from m2m_bids.classical.features import Parcellation, describe, make_parcellation, participant_features
-from m2m_bids.classical.model import CLASSIFIER_STEP, export
 from m2m_bids.bids.derivatives import DerivativesWriter
+from m2m_bids.classical.features import Parcellation, describe, make_parcellation, participant_features
+from m2m_bids.classical.model import export
+from m2m_bids.classical.registry import ARCHS, CARD_FILE
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.training.api import GroupResult, _normalise_index
 from m2m_bids.model_inputs.windows import EntryLike, participant_of
 from m2m_bids.training.labels import Labels, derive_labels
 from m2m_bids.training.metrics import classification_metrics, summarise
+from m2m_bids.training.outputs import cache_provenance, package_versions, write_metrics
+from m2m_bids.training.result import GroupResult, normalise_index, oof_row
 from m2m_bids.training.splits import Split, make_splits
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def fit_split(features: dict[str, np.ndarray], labels: Labels, split: Split, opt
     (of the logistic probability or of the SVC's decision value). Returns (refitted model, Platt
     calibrated for the SVC; chosen parameters; inner-CV table).
     """
-    step = CLASSIFIER_STEP[arch]
+    step = ARCHS[arch].classifier_step
     x, y = _stack(features, labels, split.train + split.val)
     ks = sorted({int(k) for k in opts["k_grid"] if 0 < int(k) < x.shape[1]}) or ["all"]
     if any(int(k) <= 0 or int(k) >= x.shape[1] for k in opts["k_grid"]) and ks != ["all"]:
@@ -184,7 +185,7 @@ def fit_split(features: dict[str, np.ndarray], labels: Labels, split: Split, opt
             top = max(finite, key=lambda r: (r["auc"], -(n_features if r["k"] == "all" else r["k"]), r["C"]))
             best = {"k": top["k"], "C": top["C"]}
     model = make_classifier(arch, best["C"], int(opts["max_iter"]), seed, best["k"], binary)
-    if arch == "connectome-svc":
+    if ARCHS[arch].platt:
         return calibrate(model, x, y, inner, seed), best, table
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
@@ -205,7 +206,7 @@ def train_classical(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunC
         raise AppError("no cached samples to train on", ExitCode.DATA_ERROR, hint="run the participant level first")
     tc, seed, opts = cfg.train, cfg.execution.random_seed, options(dict(cfg.model.overrides), cfg.model.arch)
     participants = sorted({participant_of(e) for e in entries})
-    phenotype = _normalise_index(phenotype)
+    phenotype = normalise_index(phenotype)
     labels = derive_labels(phenotype, participants, label_column=tc.label_column, classes=list(tc.classes),
                            label_rule=tc.label_rule)
     folds, final = make_splits(labels.y, folds=tc.folds, val_fraction=tc.val_fraction, seed=seed)
@@ -225,8 +226,6 @@ def train_classical(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunC
     summary = summarise(list(per_fold.values()))
     bundle = Path(output_dir) / "models" / f"model-{cfg.model.arch}"
     result = GroupResult(bundle, labels.classes, per_fold, summary, pd.DataFrame(rows), labels.excluded, folds, final)
-    from m2m_bids.training.outputs import write_metrics
-
     writer = DerivativesWriter(output_dir)
     write_metrics(writer, result, labels, {"chosen_parameters": chosen})  # no training curves: no epochs here
     _write_model(writer, bundle, final_model, parc, labels, cfg, chosen, result, entries)
@@ -236,13 +235,7 @@ def train_classical(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunC
 
 
 def _oof_rows(split: Split, prob: np.ndarray, y: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
-    rows = []
-    for p, pr, t in zip(split.test, prob, y):
-        row = {"participant_id": f"sub-{p}", "split": split.name, "true_label": classes[int(t)],
-               "predicted_label": classes[int(pr.argmax())]}
-        row.update({f"prob_{c}": float(pr[i]) for i, c in enumerate(classes)})
-        rows.append(row)
-    return rows
+    return [oof_row(p, split.name, int(t), pr, classes) for p, pr, t in zip(split.test, prob, y)]
 
 
 def _write_model(writer: DerivativesWriter, bundle: Path, model: BaseEstimator, parc: Parcellation, labels: Labels,
@@ -251,8 +244,6 @@ def _write_model(writer: DerivativesWriter, bundle: Path, model: BaseEstimator, 
     the participant level needs to apply it safely: the feature description (atlas, regions), the
     grid, the preprocessing parameters (refused when new data differ) and the splits (participants
     of the final model's training set are refused unless allowed)."""
-    from m2m_bids.training.outputs import cache_provenance, package_versions
-
     return writer.save_json({
         "arch": cfg.model.arch, "classes": labels.classes,
         "positive_class": labels.classes[-1] if len(labels.classes) == 2 else None,

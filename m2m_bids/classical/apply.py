@@ -1,6 +1,6 @@
 """Participant level with a classical bundle: predictions and coefficient-based region importance.
 
-Called by :func:`m2m_bids.interpret.api.apply_model` when the bundle holds ``classical-model.json``.
+The classical backend's apply function (:mod:`m2m_bids.backends`): a bundle holding ``classical-model.json``.
 It refuses what the deep path refuses (preprocessing or grid that differ from the training data,
 exit 65 naming each difference; training participants unless ``--allow-training-participants``),
 and writes the same kinds of files under the same names:
@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from m2m_bids.classical import CARD_FILE
 from m2m_bids.classical.features import Parcellation, grid_affine, parcellation_from_card, run_features
 from m2m_bids.classical.model import LinearModel, region_values
+from m2m_bids.classical.registry import CARD_FILE
 from m2m_bids.config import RunConfig
 from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.interpret.api import apply_each, check_leakage, participant_of, session_of
+from m2m_bids.interpret.application import apply_each, check_leakage, participant_of, session_of
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
 from m2m_bids.interpret.bundle import CardBacked, entry_preproc, preproc_differences, refuse_mismatch
 from m2m_bids.interpret.maps import relative_to_uniform, to_nifti
@@ -262,7 +262,7 @@ def apply_participant(ctx: Context, label: str, entries: list[Any], cfg: RunConf
 def apply_classical(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dict[str, AppError]:
     """Apply a classical bundle to every participant of ``entries``; return the failures by participant.
 
-    As :func:`m2m_bids.interpret.api.apply_model`: problems with the bundle raise, per-participant
+    As the torch backend (:func:`m2m_bids.interpret.api.apply_model`): problems with the bundle raise, per-participant
     problems are returned so the runner reports them and goes on.
     """
     bundle = load_classical(bundle_dir)

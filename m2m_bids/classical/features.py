@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 from scipy import sparse
 
+from m2m_bids.atlases import load_atlas
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.model_inputs.windows import EntryLike, participant_of
 
@@ -70,8 +71,6 @@ def grid_affine(entry: EntryLike) -> np.ndarray:
 
 def _atlas_on_grid(atlas: str, shape: tuple[int, ...], affine: np.ndarray) -> tuple[str, np.ndarray, Any]:
     """(atlas name, integer labels on the grid, look-up table index -> name) of a bundled atlas."""
-    from m2m_bids.atlases import load_atlas
-
     loaded = load_atlas(atlas, target=nib.Nifti1Image(np.zeros(shape, dtype=np.uint8), affine))
     return loaded.name, np.asarray(loaded.image.dataobj).astype(np.int32), loaded.labels.set_index("index")["name"]
 

@@ -27,9 +27,7 @@ from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline
 
-#: Pipeline step name of the final linear classifier of each classical arch.
-CLASSIFIER_STEP = {"connectome-logreg": "logisticregression", "connectome-svc": "linearsvc"}
-
+from m2m_bids.classical.registry import ARCHS
 
 def export(model: BaseEstimator, arch: str) -> dict[str, Any]:
     """The ``model`` entry of ``classical-model.json`` from a fitted pipeline (or its Platt calibration)."""
@@ -42,7 +40,7 @@ def export(model: BaseEstimator, arch: str) -> dict[str, Any]:
         pipeline = pipeline.estimator
     assert isinstance(pipeline, Pipeline)
     scaler = pipeline.named_steps["standardscaler"]
-    clf = pipeline.named_steps[CLASSIFIER_STEP[arch]]
+    clf = pipeline.named_steps[ARCHS[arch].classifier_step]
     n_fitted = len(clf.classes_)
     if calibrators:
         link = "platt"

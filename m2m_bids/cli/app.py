@@ -1,7 +1,7 @@
 """The BIDS-App command line: ``m2m BIDS_DIR OUTPUT_DIR {participant,group} [options]``.
 
 Parsing only. Options are turned into a nested dict of what the user actually passed, merged over
-the preset and config file by :func:`m2m_bids.config.build_config`, and the resulting
+the preset and config file by :func:`m2m_bids.preflight.build_config`, and the resulting
 :class:`~m2m_bids.config.RunConfig` goes to :func:`m2m_bids.runner.run`, which returns the exit code.
 """
 
@@ -24,8 +24,9 @@ from m2m_bids.cli.argv import (
     read_label_values,
     split_values,
 )
-from m2m_bids.config import AnalysisLevel, Preset, build_config
+from m2m_bids.config import AnalysisLevel, Preset
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.preflight import build_config
 from m2m_bids.textinput import read_text_input
 
 P_BIDS = "BIDS selection"

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.textinput import read_text_input
 
@@ -132,7 +133,7 @@ def _labels_from_file(path: Path, option: str) -> list[str]:
         if not line or line.lower().startswith("participant_id"):
             continue
         label = line.split("\t")[0].split()[0]
-        if not BIDS_LABEL.fullmatch(label.removeprefix("sub-")):
+        if not BIDS_LABEL.fullmatch(strip_prefix(label, "sub")):
             raise AppError(f"line {number} of the participant label file is not a participant label", ExitCode.USAGE,
                            path=str(path), hint="the file must hold one label per line (letters and digits, "
                                                 "e.g. 01 or sub-01), or be a participants.tsv")

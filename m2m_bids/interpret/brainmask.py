@@ -18,6 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from m2m_bids.interpret.maps import voxel_size
+from m2m_bids.preproc.grid import OutputGrid
+from m2m_bids.preproc.template import grid_template
+
 log = logging.getLogger(__name__)
 
 #: Cache tensor holding the T1w brain mask on the model grid (written by preprocessing when available).
@@ -36,9 +40,6 @@ def _load(entry: Any, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
 
 def template_mask(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
     """The MNI template brain mask (the one preprocessing registers to) on the grid ``(shape, affine)``."""
-    from m2m_bids.interpret.maps import voxel_size
-    from m2m_bids.preproc.grid import OutputGrid, grid_template
-
     grid = OutputGrid(tuple(int(n) for n in shape), np.asarray(affine, dtype=float), voxel_size(affine))
     return grid_template("mask", grid) > 0
 

@@ -33,7 +33,10 @@ import torch
 from torch import nn
 
 from m2m_bids.config import ACCEPTANCE_ONLY
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.model_identity import CARD_FILE, model_digest
+from m2m_bids.models import create_model
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class Bundle(CardBacked):
     path: Path
     card: dict[str, Any]
     model: nn.Module
-    card_file = "model-card.json"
+    card_file = CARD_FILE
 
     @property
     def arch(self) -> str:
@@ -86,8 +89,6 @@ class Bundle(CardBacked):
     @cached_property
     def model_id(self) -> str:
         """``<arch>@<first 12 hex of the tensors-and-card hash>`` (:mod:`m2m_bids.model_identity`)."""
-        from m2m_bids.model_identity import model_digest
-
         return f"{self.arch}@{model_digest(self.model.state_dict(), self.card)[:12]}"
 
 
@@ -105,12 +106,12 @@ def training_participants(card: dict[str, Any]) -> set[str]:
     """Participants of a card's final split (train + validation): their predictions would be optimistic."""
     final = (card.get("splits") or {}).get("final") or {}
     ids = list(final.get("train", [])) + list(final.get("val", []))
-    return {p[4:] if str(p).startswith("sub-") else str(p) for p in ids}
+    return {strip_prefix(str(p), "sub") for p in ids}
 
 
 def read_card(bundle_dir: Path) -> dict[str, Any]:
     """The parsed model card, with a clear error when it is missing or broken."""
-    path = Path(bundle_dir) / "model-card.json"
+    path = Path(bundle_dir) / CARD_FILE
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -131,7 +132,7 @@ def read_card(bundle_dir: Path) -> dict[str, Any]:
 
 def verified_weights(bundle_dir: Path, card: dict[str, Any]) -> Path:
     """The weights file named by the card, confined to the bundle folder and matching its SHA-256."""
-    card_path = Path(bundle_dir) / "model-card.json"
+    card_path = Path(bundle_dir) / CARD_FILE
     entry = card["weights"] if isinstance(card["weights"], dict) else {}
     name, expected = entry.get("file", "weights.safetensors"), entry.get("sha256")
     if not isinstance(name, str) or name in {"", ".", ".."} or Path(name).name != name:
@@ -164,12 +165,11 @@ def load_bundle(bundle_dir: Path, device: str | torch.device = "cpu") -> Bundle:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from m2m_bids.models import create_model
 
     bundle_dir = Path(bundle_dir)
     card = read_card(bundle_dir)
     weights = verified_weights(bundle_dir, card)
-    card_path = bundle_dir / "model-card.json"
+    card_path = bundle_dir / CARD_FILE
     model_entry = card["model"] if isinstance(card["model"], dict) else {}
     config = dict(model_entry.get("config", model_entry))
     try:
@@ -225,7 +225,7 @@ def entry_preproc(entry: Any, run_preproc: dict[str, Any]) -> dict[str, Any]:
     return used
 
 
-def refuse_mismatch(diffs: list[str], entry: Any, card_file: str = "model-card.json") -> None:
+def refuse_mismatch(diffs: list[str], entry: Any, card_file: str = CARD_FILE) -> None:
     """Exit 65 naming every difference (``name: model=<a>, data=<b>``), when there is one."""
     if diffs:
         raise AppError("the cached tensors were preprocessed differently from the model's training data ("

@@ -21,7 +21,10 @@ import numpy as np
 import pandas as pd
 
 from m2m_bids.bids.derivatives import DerivativesWriter, clean_label
+from m2m_bids.bids.participants import read_participants
 from m2m_bids.config import RunConfig
+from m2m_bids.interpret.api import build_context, tabular_features
+from m2m_bids.interpret.application import participant_of, session_of
 from m2m_bids.interpret.atlas_tables import parcellate
 from m2m_bids.interpret.brainmask import brain_mask
 from m2m_bids.interpret.bundle import load_bundle
@@ -32,6 +35,8 @@ from m2m_bids.interpret.predictions import write_tsv
 from m2m_bids.interpret.tsne import embed_latents
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.group import GroupMap, render_group
+from m2m_bids.runtime import resolve_device
+from m2m_bids.training.labels import derive_labels
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +44,6 @@ log = logging.getLogger(__name__)
 def true_labels(bids_dir: Path, card: dict[str, Any], participants: list[str]) -> dict[str, str]:
     """Class names from participants.tsv (read as training read it), derived with the card's label
     column/rule (unlabelled left out)."""
-    from m2m_bids.bids.participants import read_participants
-    from m2m_bids.training.labels import derive_labels
-
     if not (bids_dir / "participants.tsv").is_file():
         return {}
     labels = derive_labels(read_participants(bids_dir), participants,
@@ -79,9 +81,6 @@ def _latent_rows(pid: str, sid: str, label: str, scores: list[RunScores]) -> lis
 
 def write_group_interpretation(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> Path:
     """Write the group explanations under ``OUTPUT_DIR/group/`` and ``OUTPUT_DIR/group.html``."""
-    from m2m_bids.interpret.api import build_context, participant_of, session_of, tabular_features
-    from m2m_bids.runtime import resolve_device
-
     device = resolve_device(cfg.execution.device)
     bundle = load_bundle(Path(bundle_dir), device)
     ctx = build_context(bundle, entries, cfg)

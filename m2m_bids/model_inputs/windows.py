@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.preproc.entrymeta import EntryMeta
 
 
@@ -34,8 +35,7 @@ class EntryLike(Protocol):
 
 def participant_of(entry: EntryLike) -> str:
     """Participant label of a cache entry (without ``sub-``)."""
-    value = entry.meta.participant
-    return value[4:] if value.startswith("sub-") else value
+    return strip_prefix(entry.meta.participant, "sub")
 
 
 def train_start(n_frames: int, frames: int) -> int:

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
-
+from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.bids.inputs import ParticipantInputs
 from m2m_bids.config import RunConfig
 from m2m_bids.preproc.progress import NodeProgress
@@ -31,8 +29,12 @@ from m2m_bids.preproc.cache_cleanup import remove_stale_temporaries
 from m2m_bids.preproc.diskspace import GuardedMultiProcPlugin, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
+from m2m_bids.preproc.outputs import bold_path
 from m2m_bids.preproc.parent_death import MAIN_PID_VARIABLE
 from m2m_bids.preproc.plan import RunPlan, plan_participant
+from m2m_bids.preproc.qcreport import apply_qc, write_group_qc, write_participant_qc
+from m2m_bids.preproc.registration import ants_seed
+from m2m_bids.preproc.workflows import build_preproc_wf, crash_dump_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,6 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
 def _quality_control(results: list[ParticipantResult], cfg: RunConfig) -> None:
     """QC tables and figures of every preprocessed participant; refuse those below the thresholds
     (their result gets the error, exit 65) unless ``--qc-override``."""
-    from m2m_bids.bids.derivatives import DerivativesWriter
-    from m2m_bids.preproc.qcreport import apply_qc, write_group_qc, write_participant_qc
-
     writer = DerivativesWriter(cfg.execution.output_dir)
     checked = [r for r in results if r.error is None and r.entries]
     for result in checked:
@@ -101,9 +100,6 @@ def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
     """True without ``--save-preproc``, else whether the run's smoothed BOLD derivative exists."""
     if not cfg.execution.save_preproc:
         return True
-    from m2m_bids.bids.derivatives import DerivativesWriter
-    from m2m_bids.preproc.outputs import bold_path
-
     writer = DerivativesWriter(cfg.execution.output_dir)
     return bold_path(writer, plan.bold.entities, TEMPLATE_NAME, cfg.preproc.resolution_mm).is_file()
 
@@ -141,11 +137,6 @@ def _log_run_warnings(label: str, entry: CacheEntry, flag_mean_fd_mm: float) -> 
                     entry.meta.provenance.source_bold, bold.motion.mean_fd, flag_mean_fd_mm)
 
 
-def crash_dump_dir(cfg: RunConfig, label: str) -> Path:
-    """``OUTPUT_DIR/sub-<id>/log/<run-id>/``."""
-    return cfg.execution.output_dir / f"sub-{label}" / "log" / cfg.run_id
-
-
 def _error_from_crashes(crash_dir: Path) -> AppError | None:
     """The first user-facing error recorded in the participant's crash files, if any."""
     if not crash_dir.is_dir():
@@ -172,9 +163,6 @@ def _error_from_crashes(crash_dir: Path) -> AppError | None:
 
 def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     """Build one graph for all participants to process and run it with the configured plugin."""
-    from m2m_bids.preproc.registration import ants_seed
-    from m2m_bids.preproc.workflows import build_preproc_wf
-
     ex = cfg.execution
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     # before the workers start: torch threads; ANTs single-threaded and seeded (reproducible, registration.py)
@@ -216,22 +204,3 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
         runner.pool.shutdown(wait=False, cancel_futures=True)
         raise runner.disk_full
     log.info("preprocessing finished in %.1f s", time.monotonic() - start)
-
-
-def derivatives_info(plan: RunPlan, cfg: RunConfig) -> dict[str, Any]:
-    """What the ``--save-preproc`` node needs to name and describe its files."""
-    info = {"output_dir": str(cfg.execution.output_dir), "bids_dir": str(cfg.execution.bids_dir),
-            "entities": dict(plan.bold.entities), "t1w_entities": dict(plan.t1w_entities),
-            "template": TEMPLATE_NAME, "resolution_mm": cfg.preproc.resolution_mm,
-            "grid_shape": list(cfg.preproc.grid_shape), "repetition_time": plan.bold.repetition_time,
-            "fwhm_mm": cfg.preproc.fwhm_mm, "bold": str(plan.bold.path), "t1w": str(plan.t1w)}
-    if plan.pet is not None:
-        info.update({"pet": str(plan.pet.path), "pet_entities": dict(plan.pet.entities),
-                     "pet_sidecar": dict(plan.pet.metadata)})
-    return info
-
-
-def bold_size_gb(path: Path) -> float:
-    """In-memory float32 size of a BOLD run (from its header) in GB: sizes nodes for MultiProc."""
-    shape = nib.load(str(path)).shape
-    return 4.0 * float(np.prod(shape)) / 1e9

@@ -18,8 +18,10 @@ import nibabel as nib
 import numpy as np
 
 from m2m_bids.preproc import images
-from m2m_bids.preproc.grid import grid_template, make_grid
+from m2m_bids.preproc.grid import make_grid
 from m2m_bids.preproc.resample import normalise_intensity, resample_series
+from m2m_bids.preproc.steps import bold_prepare
+from m2m_bids.preproc.template import grid_template
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,6 @@ def fmriprep_to_grid(bold: str, t1w: str, mask: str | None, t1w_mask: str | None
 
     Returns (t1w.npy, mask.npy, bold.npy, motion.tsv, slice_timing.json) like the raw pipeline.
     """
-    from m2m_bids.preproc.steps import bold_prepare
-
     grid = make_grid(resolution_mm, grid_shape)
     out = Path(out_dir)
     bold_img = nib.load(bold_prepare(bold, dummy_scans, min_volumes, out_dir))

@@ -15,6 +15,11 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
                                     traits)
 
 from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
+from m2m_bids.preproc.fmriprep import fmriprep_to_grid
+from m2m_bids.preproc.sink import save_derivatives, store_run
+from m2m_bids.preproc.steps import (bold_maps, bold_motion, bold_prepare, bold_slice_timing, bold_to_grid,
+                                    grey_matter_grid, pet_prepare, pet_to_grid, rigid_coregister, smooth_grid,
+                                    t1w_prepare, t1w_register, t1w_to_grid)
 
 ERROR_MARKER = "M2M-APPERROR:"
 
@@ -65,8 +70,6 @@ class T1wPrepare(_StepInterface):
     input_spec, output_spec, _outputs_names = _T1wPrepareIn, _T1wPrepareOut, ("out_file", "brain", "brain_record")
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import t1w_prepare
-
         i = self.inputs
         return t1w_prepare(i.in_file, i.resolution_mm, i.threads, out_dir)
 
@@ -93,8 +96,6 @@ class T1wRegister(_StepInterface):
     input_spec, output_spec, _outputs_names = _T1wRegisterIn, _TransformOut, ("transform",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import t1w_register
-
         i = self.inputs
         return t1w_register(i.in_file, i.brain, i.method, i.resolution_mm, list(i.grid_shape), i.seed, out_dir)
 
@@ -119,8 +120,6 @@ class T1wToGrid(_StepInterface):
     input_spec, output_spec, _outputs_names = _T1wToGridIn, _T1wToGridOut, ("t1w", "mask", "brain", "qc")
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import t1w_to_grid
-
         i = self.inputs
         return t1w_to_grid(i.in_file, i.brain, i.brain_record, i.transform, i.resolution_mm, list(i.grid_shape),
                            out_dir)
@@ -143,8 +142,6 @@ class BoldPrepare(_StepInterface):
     input_spec, output_spec, _outputs_names = _BoldPrepareIn, _OutFile, ("out_file",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import bold_prepare
-
         i = self.inputs
         return bold_prepare(i.in_file, i.dummy_scans, i.min_volumes, out_dir)
 
@@ -168,8 +165,6 @@ class SliceTiming(_StepInterface):
     input_spec, output_spec, _outputs_names = _SliceTimingIn, _SliceTimingOut, ("out_file", "record")
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import bold_slice_timing
-
         i = self.inputs
         return bold_slice_timing(i.in_file, i.source_file, i.metadata, i.ref_fraction, i.enabled, out_dir)
 
@@ -193,8 +188,6 @@ class Motion(_StepInterface):
     input_spec, output_spec, _outputs_names = _MotionIn, _MotionOut, ("motion", "boldref")
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import bold_motion
-
         i = self.inputs
         return bold_motion(i.in_file, i.enabled, out_dir, source=i.source_file if isdefined(i.source_file) else None,
                            max_fd_mm=i.max_fd_mm, max_rotation_deg=i.max_rotation_deg)
@@ -218,8 +211,6 @@ class Coregister(_StepInterface):
     input_spec, output_spec, _outputs_names = _CoregIn, _CoregOut, ("transform", "qc")
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import rigid_coregister
-
         i = self.inputs
         return rigid_coregister(i.moving, i.t1w, i.brain, i.seed, out_dir)
 
@@ -237,8 +228,6 @@ class BoldToGrid(_StepInterface):
     input_spec, output_spec, _outputs_names = _BoldToGridIn, _OutFile, ("out_file",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import bold_to_grid
-
         i = self.inputs
         return bold_to_grid(i.in_file, i.motion, i.coreg, i.transform, i.resolution_mm, list(i.grid_shape), out_dir)
 
@@ -255,8 +244,6 @@ class Smooth(_StepInterface):
     input_spec, output_spec, _outputs_names = _SmoothIn, _OutFile, ("out_file",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import smooth_grid
-
         i = self.inputs
         return smooth_grid(i.in_file, i.fwhm_mm, i.resolution_mm, out_dir)
 
@@ -273,8 +260,6 @@ class PetPrepare(_StepInterface):
     input_spec, output_spec, _outputs_names = _PetPrepareIn, _OutFile, ("out_file",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import pet_prepare
-
         return pet_prepare(self.inputs.in_file, list(self.inputs.frame_durations), out_dir)
 
 
@@ -291,8 +276,6 @@ class PetToGrid(_StepInterface):
     input_spec, output_spec, _outputs_names = _PetToGridIn, _OutFile, ("out_file",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import pet_to_grid
-
         i = self.inputs
         return pet_to_grid(i.in_file, i.coreg, i.transform, i.mask, i.resolution_mm, list(i.grid_shape), out_dir)
 
@@ -315,8 +298,6 @@ class GreyMatter(_StepInterface):
     input_spec, output_spec, _outputs_names = _GreyMatterIn, _GreyMatterOut, ("gm",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import grey_matter_grid
-
         i = self.inputs
         return grey_matter_grid(i.t1w, i.mask, i.resolution_mm, out_dir,
                                 brain_grid=i.brain if isdefined(i.brain) else None)
@@ -341,8 +322,6 @@ class BoldMaps(_StepInterface):
     input_spec, output_spec, _outputs_names = _BoldMapsIn, _BoldMapsOut, ("alff", "falff", "bold_mean")
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.steps import bold_maps
-
         i = self.inputs
         return bold_maps(i.bold, i.mask, i.repetition_time, list(i.band_hz), out_dir)
 
@@ -378,8 +357,6 @@ class StoreRun(_StepInterface):
     input_spec, output_spec, _outputs_names = _StoreIn, _StoreOut, ("entry_dir",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.sink import store_run
-
         i = self.inputs
         maps = {"gm": i.gm, "alff": i.alff, "falff": i.falff, "bold_mean": i.bold_mean}
         if isdefined(i.pet):
@@ -411,8 +388,6 @@ class SaveDerivatives(_StepInterface):
     input_spec, output_spec, _outputs_names = _DerivIn, _DerivOut, ("out_files",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.sink import save_derivatives
-
         i = self.inputs
         return save_derivatives(i.entry_dir, i.info, i.t1w, i.mask, i.bold, i.motion, i.stc_record,
                                 pet=i.pet if isdefined(i.pet) else None)
@@ -444,8 +419,6 @@ class FmriprepToGrid(_StepInterface):
     _outputs_names = ("t1w", "mask", "bold", "motion", "stc_record")
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.fmriprep import fmriprep_to_grid
-
         i = self.inputs
         return fmriprep_to_grid(i.bold, i.t1w, i.mask, i.t1w_mask, i.confounds, i.dummy_scans, i.min_volumes,
                                 i.resolution_mm, list(i.grid_shape), out_dir)

@@ -21,11 +21,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from m2m_bids.exitcodes import AppError
 from m2m_bids.bids.derivatives import DerivativesWriter
+from m2m_bids.exitcodes import AppError
 from m2m_bids.io_utils import file_lock, output_lock
 from m2m_bids.preproc.cache import CacheEntry
+from m2m_bids.preproc.grid import make_grid
+from m2m_bids.preproc.qc import DPI, _figure
 from m2m_bids.preproc.regqc import THRESHOLDS, check_participant, failures
+from m2m_bids.preproc.template import grid_template
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +56,6 @@ def participant_rows(label: str, entries: list[CacheEntry]) -> pd.DataFrame:
 
 def overlay_figure(entry: CacheEntry) -> Figure:
     """The normalised T1w on the grid, its brain outline (cyan) and the template's (red)."""
-    from m2m_bids.preproc.grid import grid_template, make_grid
-    from m2m_bids.preproc.qc import _figure
-
     t1w = np.asarray(entry.load("smri"), dtype=np.float32)
     geometry = entry.meta.geometry
     if geometry is None:
@@ -81,8 +81,6 @@ def overlay_figure(entry: CacheEntry) -> Figure:
 
 def write_participant_qc(writer: DerivativesWriter, label: str, entries: list[CacheEntry]) -> Path:
     """The participant's QC table and one overlay figure per session; returns the table's path."""
-    from m2m_bids.preproc.qc import DPI
-
     sessions: dict[str | None, CacheEntry] = {}
     for entry in entries:
         sessions.setdefault(entry.meta.session, entry)

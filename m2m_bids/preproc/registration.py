@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from m2m_bids.preproc.grid import OutputGrid, template_image
+from m2m_bids.preproc.grid import OutputGrid
+from m2m_bids.preproc.template import template_image
 from m2m_bids.preproc.images import voxel_sizes
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,11 @@ from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.preproc import outputs, qc
 from m2m_bids.preproc.cache import TensorCache
 from m2m_bids.preproc.entrymeta import BoldRecord, Motion, QCFigures, evolve, read_meta, slice_timing_from_record
-from m2m_bids.preproc.grid import grid_template, make_grid
+from m2m_bids.preproc.grid import make_grid
+from m2m_bids.preproc.maps import coverage_mask
 from m2m_bids.preproc.resample import standardise_timeseries
+from m2m_bids.preproc.steps import read_motion
+from m2m_bids.preproc.template import grid_template
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,6 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
     stored zero outside that run mask like every tensor of the entry. Raw input also brings the
     T1w's own brain mask on the grid (stored whole as ``brain_mask``) and the QC figures
     (:class:`~m2m_bids.preproc.entrymeta.QCFigures`, :mod:`m2m_bids.preproc.regqc`)."""
-    from m2m_bids.preproc.maps import coverage_mask
-    from m2m_bids.preproc.steps import read_motion
-
     planned = read_meta(meta_json)
     bold_data = np.load(bold)
     brain = np.load(mask) > 0
@@ -67,8 +67,6 @@ def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold:
                      stc_record: str, pet: str | None = None) -> list[str]:
     """``--save-preproc``: T1w, mask, smoothed BOLD (+ sidecars, confounds), the session's PET on
     the grid when it has one, and QC figures."""
-    from m2m_bids.preproc.steps import read_motion
-
     info = json.loads(deriv_json)
     writer, bids_dir = DerivativesWriter(info["output_dir"]), Path(info["bids_dir"])
     grid = make_grid(info["resolution_mm"], info["grid_shape"])

@@ -17,7 +17,16 @@ import numpy as np
 
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc import images
-from m2m_bids.preproc.grid import OutputGrid, grid_template, make_grid
+from m2m_bids.preproc.brain import brain_mask
+from m2m_bids.preproc.grid import OutputGrid, make_grid
+from m2m_bids.preproc.maps import amplitude_maps, coverage_mask, grey_matter_probability, mean_image
+from m2m_bids.preproc.motion import estimate_motion, framewise_displacement, params_to_matrices
+from m2m_bids.preproc.pet import frame_average, normalise_pet
+from m2m_bids.preproc.registration import bias_correct, register_rigid_to_t1w, register_t1w_to_template
+from m2m_bids.preproc.regqc import anatomical_qc, normalised_mutual_information
+from m2m_bids.preproc.resample import normalise_intensity, resample_series, smooth
+from m2m_bids.preproc.slicetiming import parse_slice_encoding, slice_time_correct
+from m2m_bids.preproc.template import grid_template
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +40,6 @@ def registration_resolution(resolution_mm: float) -> float:
 def t1w_prepare(t1w: str, resolution_mm: float, threads: int, out_dir: str) -> tuple[str, str, str]:
     """Reorient to RAS, extract the brain, downsample to the registration resolution, N4
     bias-correct, clip outliers. Returns (prepared T1w, its brain mask, brain record JSON)."""
-    from m2m_bids.preproc.brain import brain_mask
-    from m2m_bids.preproc.registration import bias_correct
-
     img = images.load_ras(t1w, ndim=3)
     if min(img.shape) < 4:
         raise AppError(f"the T1w is too small to register ({img.shape})", ExitCode.DATA_ERROR, path=t1w,
@@ -54,8 +60,6 @@ def t1w_prepare(t1w: str, resolution_mm: float, threads: int, out_dir: str) -> t
 def t1w_register(t1w_prepared: str, brain: str, method: str, resolution_mm: float, grid_shape: list[int],
                  seed: int, out_dir: str) -> str:
     """T1w brain -> template registration; saves the pull map (and SyN grid coordinates) as ``.npz``."""
-    from m2m_bids.preproc.registration import register_t1w_to_template
-
     grid = make_grid(resolution_mm, grid_shape)
     reg = register_t1w_to_template(nib.load(t1w_prepared), np.asarray(nib.load(brain).dataobj) > 0, method,
                                    registration_resolution(resolution_mm), grid, seed=seed)
@@ -77,8 +81,6 @@ def skull_stripped_intensity(t1w: np.ndarray, mask: np.ndarray, brain: np.ndarra
     """Robust z-score of the T1w inside its own brain; voxels of ``mask`` outside the brain (CSF,
     meninges, skull at the edge of the template mask) take the darkest brain value, as in the
     brain-only template, and everything outside ``mask`` is 0."""
-    from m2m_bids.preproc.resample import normalise_intensity
-
     inside = (mask > 0) & (brain > 0)
     if not inside.any():
         return normalise_intensity(t1w, mask)
@@ -92,9 +94,6 @@ def t1w_to_grid(t1w_prepared: str, brain: str, brain_record: str, transform: str
     """Resample the T1w and its brain mask onto the grid, mask the T1w (template brain mask within
     the T1w's field of view), z-score it inside the mask, and measure the registration QC figures
     (:mod:`m2m_bids.preproc.regqc`). Returns (t1w.npy, mask.npy, brain.npy, qc.json)."""
-    from m2m_bids.preproc.regqc import anatomical_qc
-    from m2m_bids.preproc.resample import resample_series
-
     grid = make_grid(resolution_mm, grid_shape)
     img = nib.load(t1w_prepared)
     matrix, coords = load_transform(transform)
@@ -140,8 +139,6 @@ def bold_prepare(bold: str, dummy_scans: int, min_volumes: int, out_dir: str) ->
 def bold_slice_timing(bold_prepared: str, bold_source: str, metadata_json: str, ref_fraction: float,
                       enabled: bool, out_dir: str) -> tuple[str, str]:
     """Slice-timing correction, or a recorded skip. Returns (bold file, record.json)."""
-    from m2m_bids.preproc.slicetiming import parse_slice_encoding, slice_time_correct
-
     meta = json.loads(metadata_json)
     times, tr = meta.get("SliceTiming"), float(meta["RepetitionTime"])
     record: dict[str, Any] = {"SliceTimingCorrected": False}
@@ -184,9 +181,6 @@ def bold_motion(bold_prepared: str, enabled: bool, out_dir: str, *, source: str 
     a head does not move 150 mm between volumes, so such values mean a broken series (volumes of
     another scan, a corrupt file) or a failed estimate, and every tensor made from it is wrong.
     """
-    from m2m_bids.preproc.motion import estimate_motion, framewise_displacement, params_to_matrices
-    from m2m_bids.preproc.resample import resample_series
-
     img = nib.load(bold_prepared)
     data = np.asarray(img.dataobj, dtype=np.float32)
     if enabled:
@@ -231,10 +225,6 @@ def rigid_coregister(moving: str, t1w_prepared: str, brain: str, seed: int, out_
     """Rigid moving image (boldref, mean PET) -> T1w (ANTs, mutual information); saves the
     T1w -> moving pull map as ``t1w_to_moving.npy`` and its cost (1 - normalised mutual
     information of the two images inside the T1w's brain, :mod:`m2m_bids.preproc.regqc`) as JSON."""
-    from m2m_bids.preproc.regqc import normalised_mutual_information
-    from m2m_bids.preproc.registration import register_rigid_to_t1w
-    from m2m_bids.preproc.resample import resample_series
-
     moving_img, t1w = nib.load(moving), nib.load(t1w_prepared)
     matrix = register_rigid_to_t1w(moving_img, t1w, seed=seed)
     out = Path(out_dir) / "t1w_to_moving.npy"
@@ -254,9 +244,6 @@ def rigid_coregister(moving: str, t1w_prepared: str, brain: str, seed: int, out_
 def bold_to_grid(bold: str, motion: str, coreg: str, transform: str, resolution_mm: float,
                  grid_shape: list[int], out_dir: str) -> str:
     """One resampling of the series: grid -> T1w -> boldref -> volume t (motion) composed per volume."""
-    from m2m_bids.preproc.motion import params_to_matrices
-    from m2m_bids.preproc.resample import resample_series
-
     grid = make_grid(resolution_mm, grid_shape)
     img = nib.load(bold)
     data = np.asarray(img.dataobj, dtype=np.float32)
@@ -274,8 +261,6 @@ def bold_to_grid(bold: str, motion: str, coreg: str, transform: str, resolution_
 
 def smooth_grid(in_file: str, fwhm_mm: float, resolution_mm: float, out_dir: str) -> str:
     """Gaussian smoothing (FWHM in mm) of a grid tensor."""
-    from m2m_bids.preproc.resample import smooth
-
     out = Path(out_dir) / "bold_smoothed.npy"
     np.save(out, smooth(np.load(in_file), fwhm_mm, resolution_mm))
     return str(out)
@@ -286,8 +271,6 @@ def grey_matter_grid(t1w_grid: str, mask_grid: str, resolution_mm: float, out_di
                      brain_grid: str | None = None) -> str:
     """GM probability (Atropos 3-class k-means) of the T1w on the grid, inside the brain mask (and
     inside the T1w's own extracted brain when given: outside it there is no tissue to classify)."""
-    from m2m_bids.preproc.maps import grey_matter_probability
-
     out = Path(out_dir) / "gm_grid.npy"
     mask = np.load(mask_grid) > 0
     if brain_grid is not None:
@@ -306,8 +289,6 @@ def bold_maps(bold: str, mask_grid: str, repetition_time: float, band_hz: list[f
               out_dir: str) -> tuple[str, str, str]:
     """mALFF, fALFF and the normalised mean image of the (not yet z-scored) BOLD on the grid,
     inside the brain voxels the run covers. Returns (alff.npy, falff.npy, bold_mean.npy)."""
-    from m2m_bids.preproc.maps import amplitude_maps, coverage_mask, mean_image
-
     series = np.load(bold)
     mask = coverage_mask(np.load(mask_grid), series)
     try:
@@ -325,8 +306,6 @@ def bold_maps(bold: str, mask_grid: str, repetition_time: float, band_hz: list[f
 # -- PET -------------------------------------------------------------------------------------------
 def pet_prepare(pet: str, frame_durations: list[float], out_dir: str) -> str:
     """Reorient to RAS float32 and average the frames (weighted by ``frame_durations`` when given)."""
-    from m2m_bids.preproc.pet import frame_average
-
     img = images.load_ras(pet, ndim=None)
     try:
         mean = frame_average(np.asarray(img.dataobj, dtype=np.float32), frame_durations or None)
@@ -342,9 +321,6 @@ def pet_to_grid(pet_mean: str, coreg: str, transform: str, mask_grid: str, resol
                 grid_shape: list[int], out_dir: str) -> str:
     """One resampling of the mean PET to the grid (PET->T1w o T1w->MNI composed), then the
     Arco et al. normalisation inside the brain mask the PET covers."""
-    from m2m_bids.preproc.pet import normalise_pet
-    from m2m_bids.preproc.resample import resample_series
-
     grid = make_grid(resolution_mm, grid_shape)
     img = nib.load(pet_mean)
     data = np.asarray(img.dataobj, dtype=np.float32)

@@ -23,12 +23,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from m2m_bids.config import RunConfig
 from m2m_bids.preproc import entrymeta
 from m2m_bids.preproc import interfaces as ifc
 from m2m_bids.preproc.entrymeta import EntryMeta
+from m2m_bids.preproc.grid import TEMPLATE_NAME
+from m2m_bids.preproc.plan import RunPlan
 
 
 def init_anat_wf(*, resolution_mm: float, grid_shape: list[int], method: str, omp_nthreads: int, seed: int,
@@ -227,8 +232,6 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
     ``plans`` are :class:`~m2m_bids.preproc.plan.RunPlan`; this and :func:`build_preproc_wf` are the
     only places that read the run configuration.
     """
-    from m2m_bids.preproc.api import bold_size_gb, derivatives_info
-
     ex, pp = cfg.execution, cfg.preproc
     grid = dict(resolution_mm=pp.resolution_mm, grid_shape=list(pp.grid_shape))
     wf = pe.Workflow(name=name)
@@ -304,8 +307,6 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
 
 def build_preproc_wf(todo: dict[str, list], cfg: Any, base_dir: Path) -> pe.Workflow:
     """The top graph: one participant workflow each, crash files under ``sub-<id>/log/<run-id>/``."""
-    from m2m_bids.preproc.api import crash_dump_dir
-
     wf = pe.Workflow(name="m2m_preproc_wf", base_dir=str(base_dir))
     wf.config["execution"].update({"crashfile_format": "txt", "stop_on_first_crash": cfg.execution.stop_on_first_crash,
                                    "remove_unnecessary_outputs": False, "poll_sleep_duration": 0.05})
@@ -316,6 +317,30 @@ def build_preproc_wf(todo: dict[str, list], cfg: Any, base_dir: Path) -> pe.Work
         crash_dir.mkdir(parents=True, exist_ok=True)
         set_crashdump_dir(sub_wf, crash_dir)
     return wf
+
+
+def crash_dump_dir(cfg: RunConfig, label: str) -> Path:
+    """``OUTPUT_DIR/sub-<id>/log/<run-id>/``."""
+    return cfg.execution.output_dir / f"sub-{label}" / "log" / cfg.run_id
+
+
+def derivatives_info(plan: RunPlan, cfg: RunConfig) -> dict[str, Any]:
+    """What the ``--save-preproc`` node needs to name and describe its files."""
+    info = {"output_dir": str(cfg.execution.output_dir), "bids_dir": str(cfg.execution.bids_dir),
+            "entities": dict(plan.bold.entities), "t1w_entities": dict(plan.t1w_entities),
+            "template": TEMPLATE_NAME, "resolution_mm": cfg.preproc.resolution_mm,
+            "grid_shape": list(cfg.preproc.grid_shape), "repetition_time": plan.bold.repetition_time,
+            "fwhm_mm": cfg.preproc.fwhm_mm, "bold": str(plan.bold.path), "t1w": str(plan.t1w)}
+    if plan.pet is not None:
+        info.update({"pet": str(plan.pet.path), "pet_entities": dict(plan.pet.entities),
+                     "pet_sidecar": dict(plan.pet.metadata)})
+    return info
+
+
+def bold_size_gb(path: Path) -> float:
+    """In-memory float32 size of a BOLD run (from its header) in GB: sizes nodes for MultiProc."""
+    shape = nib.load(str(path)).shape
+    return 4.0 * float(np.prod(shape)) / 1e9
 
 
 def _safe(text: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +30,13 @@ from m2m_bids.training.distributed import Dist, barrier, setup_distributed, tear
 from m2m_bids.training.labels import Labels, derive_labels
 from m2m_bids.training.loop import EpochHook
 from m2m_bids.training.metrics import classification_metrics, softmax, summarise
+from m2m_bids.training.outputs import write_bundle, write_group_outputs
 from m2m_bids.training.progress import Progress
-from m2m_bids.training.splits import Split, make_splits
+from m2m_bids.training.result import GroupResult, normalise_index, oof_row
+from m2m_bids.training.splits import make_splits
 from m2m_bids.training.splitrun import SplitOutput, SplitRunner
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GroupResult:
-    """What a group run produced (also written to disk by rank 0)."""
-
-    bundle_dir: Path
-    classes: list[str]
-    per_fold: dict[str, dict[str, float]]
-    summary: dict[str, dict[str, float]]
-    oof: pd.DataFrame
-    excluded: dict[str, str] = field(default_factory=dict)
-    splits: list[Split] = field(default_factory=list)
-    final_split: Split | None = None
 
 
 def train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConfig, output_dir: Path, *,
@@ -61,12 +48,6 @@ def train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConfi
     """
     if not entries:
         raise AppError("no cached samples to train on", ExitCode.DATA_ERROR, hint="run the participant level first")
-    from m2m_bids.classical import is_classical
-
-    if is_classical(cfg.model.arch):  # sklearn baselines: same labels, folds, metrics and files, no torch loop
-        from m2m_bids.classical.api import train_classical
-
-        return train_classical(entries, phenotype, cfg, Path(output_dir))
     dist = setup_distributed(cfg.execution.device)
     try:
         return _train_group(entries, phenotype, cfg, Path(output_dir), dist, on_epoch_end)
@@ -78,7 +59,7 @@ def _train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConf
                  on_epoch_end: EpochHook | None) -> GroupResult:
     tc = cfg.train
     participants = sorted({participant_of(e) for e in entries})
-    phenotype = _normalise_index(phenotype)
+    phenotype = normalise_index(phenotype)
     labels = derive_labels(phenotype, participants, label_column=tc.label_column, classes=list(tc.classes),
                            label_rule=tc.label_rule)
     log.info("labelled participants per class: %s", labels.counts())
@@ -109,8 +90,6 @@ def _train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConf
     bundle = output_dir / "models" / f"model-{cfg.model.arch}"
     result = GroupResult(bundle, labels.classes, per_fold, summary, oof, labels.excluded, folds, final)
     if dist.is_main:
-        from m2m_bids.training.outputs import write_bundle, write_group_outputs
-
         write_group_outputs(writer, result, outputs, labels)
         write_bundle(writer, bundle, outputs[-1], result, labels, cfg, entries)
         progress.close("done", roc_auc=summary["roc_auc"])
@@ -118,16 +97,6 @@ def _train_group(entries: list[EntryLike], phenotype: pd.DataFrame, cfg: RunConf
     log.info("cross-validated ROC-AUC %.3f ± %.3f over %d folds; bundle in %s", summary["roc_auc"]["mean"],
              summary["roc_auc"]["sd"], len(folds), bundle)
     return result
-
-
-def _normalise_index(phenotype: pd.DataFrame) -> pd.DataFrame:
-    """Index by label without ``sub-`` (accepts a ``participant_id`` column too)."""
-    table = phenotype
-    if "participant_id" in table.columns:
-        table = table.set_index("participant_id")
-    table = table.copy()
-    table.index = [str(i)[4:] if str(i).startswith("sub-") else str(i) for i in table.index]
-    return table
 
 
 def run_key(entries: list[EntryLike], labels: Labels, cfg: RunConfig) -> str:
@@ -146,15 +115,8 @@ def entry_id(entry: EntryLike) -> str:
 
 
 def _oof_table(outputs: list[SplitOutput], labels: Labels) -> pd.DataFrame:
-    rows = []
-    for out in outputs:
-        for p, z in sorted(out.test_logits.items()):
-            prob = softmax(z[None])[0]
-            row = {"participant_id": f"sub-{p}", "split": out.split.name,
-                   "true_label": labels.classes[int(labels.y[p])],
-                   "predicted_label": labels.classes[int(prob.argmax())]}
-            row.update({f"prob_{c}": float(prob[i]) for i, c in enumerate(labels.classes)})
-            rows.append(row)
+    rows = [oof_row(p, out.split.name, int(labels.y[p]), softmax(z[None])[0], labels.classes)
+            for out in outputs for p, z in sorted(out.test_logits.items())]
     return pd.DataFrame(rows)
 
 
@@ -169,4 +131,4 @@ def load_group_metrics(output_dir: Path) -> dict[str, Any]:
     return json.loads((output_dir / "group" / "metrics.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["GroupResult", "train_group", "run_key", "load_group_metrics"]
+__all__ = ["train_group", "run_key", "load_group_metrics"]

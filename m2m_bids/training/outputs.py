@@ -11,7 +11,6 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import logging
-import math
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,32 +20,21 @@ import pandas as pd
 from m2m_bids import __version__
 from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.config import RunConfig
-from m2m_bids.model_identity import model_digest
+from m2m_bids.model_identity import CARD_FILE, model_digest
 from m2m_bids.model_inputs.windows import EntryLike
 from m2m_bids.training.checkpoint import write_weights
 from m2m_bids.training.figures import roc_pr_figures, training_curves
 from m2m_bids.training.labels import Labels
 from m2m_bids.training.metrics import METRICS
+from m2m_bids.training.result import GroupResult, strict_json
 
 if TYPE_CHECKING:
-    from m2m_bids.training.api import GroupResult
     from m2m_bids.training.splitrun import SplitOutput
 
 log = logging.getLogger(__name__)
 
 CARD_VERSION = 1
 PACKAGES = ("torch", "numpy", "monai", "scikit-learn", "safetensors", "pandas", "nibabel")
-
-
-def _clean(value: Any) -> Any:
-    """NaN -> None so the JSON is strict (``NaN`` is not JSON)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 def metrics_table(result: GroupResult) -> pd.DataFrame:
@@ -62,7 +50,7 @@ def write_metrics(writer: DerivativesWriter, result: GroupResult, labels: Labels
     precision-recall figures: what every group run writes, deep or classical."""
     writer.save_tsv(metrics_table(result), writer.output_path("group", "metrics.tsv"), float_format="%.4f")
     writer.save_tsv(result.oof, writer.output_path("group", "oof-predictions.tsv"), float_format="%.6f")
-    writer.save_json(_clean({
+    writer.save_json(strict_json({
         "classes": result.classes, "positive_class": result.classes[-1] if len(result.classes) == 2 else None,
         "per_fold": result.per_fold, "summary": result.summary,
         "n_participants": {"labelled": int(len(labels.y)), "excluded": len(labels.excluded),
@@ -138,9 +126,9 @@ def write_bundle(writer: DerivativesWriter, bundle: Path, final: SplitOutput, re
         "metrics": {"summary": result.summary, "per_fold": result.per_fold},
         "versions": package_versions(),
     }
-    card = _clean(card)
+    card = strict_json(card)
     card["model_id"] = f"{cfg.model.arch}@{model_digest(final.best_state, card)[:12]}"
-    writer.save_json(card, bundle / "model-card.json")
+    writer.save_json(card, bundle / CARD_FILE)
     log.info("model bundle %s written to %s (sha256 %s)", card["model_id"], bundle, digest[:12])
     return bundle
 

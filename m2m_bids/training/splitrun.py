@@ -23,6 +23,7 @@ from m2m_bids.io_utils import write_json_atomic
 from m2m_bids.model_inputs.batch import InputSpec
 from m2m_bids.model_inputs.tabular import TabularEncoder, feature_rows
 from m2m_bids.model_inputs.windows import EntryLike, participant_of
+from m2m_bids.models import create_model, input_maps, model_info
 from m2m_bids.training import checkpoint as ckpt
 from m2m_bids.training.augment import Augmenter
 from m2m_bids.training.data import RunRecord, WindowDataset, class_weights, make_records
@@ -70,8 +71,6 @@ class SplitRunner:
 
     def build_model(self, n_tabular: int) -> nn.Module:
         """A fresh model of ``cfg.model.arch`` for this input size and tabular width."""
-        from m2m_bids.models import create_model
-
         mc = self.cfg.model
         return create_model(mc.arch, num_classes=len(self.labels.classes), img_size=self.img_size,
                             frames=mc.window_frames, n_tabular=n_tabular, modalities=self.modalities,
@@ -93,8 +92,6 @@ class SplitRunner:
     def check_maps(self, model: nn.Module) -> None:
         """Refuse, naming the participants and the fix, when cache entries lack a map the model reads
         (a PET map for participants without PET, or entries written by an older version)."""
-        from m2m_bids.models import input_maps
-
         for name in input_maps(model):
             lacking = sorted({participant_of(e) for e in self.entries if name not in e.names})
             if lacking:
@@ -133,8 +130,6 @@ class SplitRunner:
         split_dir = self.run_dir / split.name
         encoder = TabularEncoder.fit(self.phenotype.reindex(list(split.train)), list(tc.tabular_columns))
         model = self.build_model(encoder.n_features)
-        from m2m_bids.models import model_info
-
         self.check_maps(model)
         train_set, val_set, test_set = self.datasets(split, encoder, model)
 

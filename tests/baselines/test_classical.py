@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from planted import arch_config, build_planted
 
+from m2m_bids.classical.api import train_classical
 from m2m_bids.classical.features import _region_operator, fisher_z_connectome, make_parcellation, roi_timeseries
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.training.api import train_group
 from m2m_bids.training.labels import derive_labels
 from m2m_bids.training.metrics import METRICS
 from m2m_bids.training.splits import make_splits
@@ -49,7 +49,7 @@ def test_learns_planted_coupling_or_atrophy_with_the_deep_models_folds(cache, tm
     entries, phenotype = build_planted(cache, n_per_class=10, frames=frames, seed=2, **effect)
     phenotype.loc["05", "diagnosis"] = np.nan  # unusable label: reported and left out, as for deep models
     cfg = arch_config(tmp_path, "connectome-logreg", folds=4)
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+    result = train_classical(entries, phenotype, cfg, cfg.execution.output_dir)
     assert result.summary["roc_auc"]["mean"] >= 0.8, (effect, result.summary)
     assert result.excluded == {"05": "label missing or rule inputs missing"}
 
@@ -79,7 +79,7 @@ def test_options_and_a_grid_without_affine_are_clear_errors(cache, tmp_path):
     entries, phenotype = build_planted(cache, n_per_class=4, frames=6, seed=5)
     cfg = arch_config(tmp_path, "connectome-logreg", folds=2, overrides={"C": 1.0})
     with pytest.raises(AppError) as err:
-        train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+        train_classical(entries, phenotype, cfg, cfg.execution.output_dir)
     assert err.value.code is ExitCode.USAGE and "k_grid" in err.value.render()
 
     from dataclasses import replace
@@ -88,7 +88,7 @@ def test_options_and_a_grid_without_affine_are_clear_errors(cache, tmp_path):
 
     bare = [replace(e, meta=evolve(e.meta, geometry=None)) for e in entries]
     with pytest.raises(AppError) as err:
-        train_group(bare, phenotype, arch_config(tmp_path, "connectome-logreg", folds=2), tmp_path / "o2")
+        train_classical(bare, phenotype, arch_config(tmp_path, "connectome-logreg", folds=2), tmp_path / "o2")
     assert err.value.code is ExitCode.DATA_ERROR and "affine" in err.value.render()
 
 
@@ -96,7 +96,7 @@ def test_three_classes_one_vs_rest(cache, tmp_path):
     entries, phenotype = build_planted(cache, n_per_class=6, frames=12, atrophy=0.8, seed=6)
     phenotype["diagnosis"] = [["CN", "MCI", "AD"][i % 3] for i in range(len(phenotype))]
     cfg = arch_config(tmp_path, "connectome-logreg", folds=2, classes=["CN", "MCI", "AD"])
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+    result = train_classical(entries, phenotype, cfg, cfg.execution.output_dir)
     assert set(result.oof.columns) >= {"prob_CN", "prob_MCI", "prob_AD"}
     assert np.allclose(result.oof[["prob_CN", "prob_MCI", "prob_AD"]].sum(axis=1), 1.0)
     assert 0.0 <= result.summary["roc_auc"]["mean"] <= 1.0

@@ -13,15 +13,14 @@ import pytest
 from planted import ATROPHY, arch_config, build_planted
 from sklearn.metrics import roc_auc_score
 
-from m2m_bids.classical.api import calibrate, make_classifier
+from m2m_bids.classical.api import calibrate, make_classifier, train_classical
+from m2m_bids.classical.apply import apply_classical
 from m2m_bids.classical.features import parcellation_from_card
 from m2m_bids.classical.model import LinearModel, export, region_values
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import ExitCode
-from m2m_bids.interpret.api import apply_model
 from m2m_bids.preproc.cache import TensorCache
 from m2m_bids.preproc.entrymeta import evolve
-from m2m_bids.training.api import train_group
 
 SVC = "connectome-svc"
 
@@ -40,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     entries, phenotype = build_planted(cache, n_per_class=10, frames=12, atrophy=0.8, seed=2)
     held_out, held_phenotype = build_planted(cache, n_per_class=4, frames=12, atrophy=0.8, seed=7, first=31)
     cfg = arch_config(root, SVC, folds=4)
-    result = train_group(entries, phenotype, cfg, cfg.execution.output_dir)
+    result = train_classical(entries, phenotype, cfg, cfg.execution.output_dir)
     return cfg, result, entries, held_out, held_phenotype
 
 
@@ -50,8 +49,8 @@ def test_svc_learns_planted_effects_on_the_logreg_folds(cache, tmp_path, effect)
     entries, phenotype = build_planted(cache, n_per_class=10, frames=frames, seed=2, **effect)
     svc = arch_config(tmp_path / "svc", SVC, folds=4)
     logreg = arch_config(tmp_path / "logreg", "connectome-logreg", folds=4)
-    result = train_group(entries, phenotype, svc, svc.execution.output_dir)
-    baseline = train_group(entries, phenotype, logreg, logreg.execution.output_dir)
+    result = train_classical(entries, phenotype, svc, svc.execution.output_dir)
+    baseline = train_classical(entries, phenotype, logreg, logreg.execution.output_dir)
     assert result.summary["roc_auc"]["mean"] >= 0.8, (effect, result.summary)
     assert [s.test for s in result.splits] == [s.test for s in baseline.splits]  # same test participants per fold
     oof = result.oof
@@ -132,7 +131,7 @@ def test_participant_level_applies_the_bundle(trained):
     assert set(card["splits"]["final"]["train"]) | set(card["splits"]["final"]["val"]) == set(
         f"{i:02d}" for i in range(1, 21))
 
-    assert apply_model(bundle, held_out, participant_config(cfg)) == {}
+    assert apply_classical(bundle, held_out, participant_config(cfg)) == {}
 
     table = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert sorted(table["participant_id"]) == sorted(
@@ -177,11 +176,11 @@ def test_training_participant_refused_unless_allowed_and_then_warned(trained, ca
     cfg, _, entries, _, _ = trained
     bundle = cfg.execution.output_dir / "models" / f"model-{SVC}"
     entry = entries[0]  # sub-01 trained the final model
-    failures = apply_model(bundle, [entry], participant_config(cfg))
+    failures = apply_classical(bundle, [entry], participant_config(cfg))
     assert failures["01"].code == ExitCode.DATA_ERROR and "training set" in failures["01"].message
     assert failures["01"].path.endswith("classical-model.json")
     caplog.set_level(logging.WARNING)
-    assert apply_model(bundle, [entry], participant_config(cfg, allow_training_participants=True)) == {}
+    assert apply_classical(bundle, [entry], participant_config(cfg, allow_training_participants=True)) == {}
     assert "sub-01 was in the training set" in caplog.text
     table = pd.read_csv(cfg.execution.output_dir / "predictions.tsv", sep="\t").set_index("participant_id")
     assert bool(table.loc["sub-01", "in_training_set"]) is True
@@ -191,7 +190,7 @@ def test_preprocessing_mismatch_exits_65_naming_what_differs(trained):
     cfg, _, _, held_out, _ = trained
     bundle = cfg.execution.output_dir / "models" / f"model-{SVC}"
     smoothed = cfg.model_copy(update={"preproc": cfg.preproc.model_copy(update={"fwhm_mm": 4.0})})
-    failures = apply_model(bundle, held_out[:1], participant_config(smoothed))
+    failures = apply_classical(bundle, held_out[:1], participant_config(smoothed))
     assert failures["31"].code == ExitCode.DATA_ERROR == 65
     assert "fwhm_mm: model=6.0, data=4.0" in failures["31"].message
     assert "classical-model.json" in failures["31"].render()
@@ -199,7 +198,7 @@ def test_preprocessing_mismatch_exits_65_naming_what_differs(trained):
     entry = held_out[1]  # a cache entry made on another grid
     geometry = entry.meta.geometry.model_copy(update={"affine": (np.eye(4) * 3).tolist()})
     moved = replace(entry, meta=evolve(entry.meta, geometry=geometry))
-    failures = apply_model(bundle, [moved], participant_config(cfg))
+    failures = apply_classical(bundle, [moved], participant_config(cfg))
     assert failures["32"].code == ExitCode.DATA_ERROR and "affine" in failures["32"].message
 
 

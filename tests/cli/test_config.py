@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from m2m_bids.config import PRESETS, Preset, RunConfig, build_config, seed_everything
+from m2m_bids.config import PRESETS, Preset, RunConfig, seed_everything
+from m2m_bids.preflight import build_config
 from m2m_bids.exitcodes import AppError, ExitCode
 
 

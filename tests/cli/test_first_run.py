@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from m2m_bids.cli.app import main
-from m2m_bids.config import Preproc, build_config
+from m2m_bids.config import Preproc
+from m2m_bids.preflight import build_config
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.preflight import known_archs
+from m2m_bids.backends import known_archs
 from m2m_bids.training.splits import make_splits
 
 

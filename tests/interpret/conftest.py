@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from m2m_bids.config import Preset, RunConfig, build_config
+from m2m_bids.config import Preset, RunConfig
+from m2m_bids.preflight import build_config
 
 from .synthetic import make_entries, tiny_model, train, write_bids_atlas, write_bundle
 

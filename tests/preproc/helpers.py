@@ -14,7 +14,8 @@ import numpy as np
 
 from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, SessionInputs
 from m2m_bids.config import RunConfig
-from m2m_bids.preproc.grid import OutputGrid, template_image
+from m2m_bids.preproc.grid import OutputGrid
+from m2m_bids.preproc.template import template_image
 from m2m_bids.preproc.motion import params_to_matrices
 from m2m_bids.preproc.resample import resample_series
 

@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import head_image, rigid_matrix, subject_affine  # noqa: E402
 
-from m2m_bids.preproc.grid import OutputGrid, make_grid, template_image  # noqa: E402
+from m2m_bids.preproc.grid import OutputGrid, make_grid  # noqa: E402
+from m2m_bids.preproc.template import template_image  # noqa: E402
 from m2m_bids.preproc.motion import estimate_motion, framewise_displacement, params_to_matrices  # noqa: E402
 from m2m_bids.preproc.registration import bias_correct, register_t1w_to_template  # noqa: E402
 from m2m_bids.preproc.resample import FWHM_TO_SIGMA, resample_series, smooth  # noqa: E402
@@ -106,7 +107,7 @@ def test_resampling_zero_outside_field_of_view() -> None:
 
 def test_syn_coordinates_match_known_transform() -> None:
     """SyN: the warped grid coordinates (composite affine + displacement) land on the known answer."""
-    from m2m_bids.preproc.grid import grid_template
+    from m2m_bids.preproc.template import grid_template
 
     truth = rigid_matrix((4.0, -3.0, 2.0), (3.0, -2.0, 4.0))
     shape = (48, 57, 48)

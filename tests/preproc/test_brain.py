@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import head_image, rigid_matrix, subject_affine  # noqa: E402
 
 from m2m_bids.preproc.brain import brain_mask, dice  # noqa: E402
-from m2m_bids.preproc.grid import OutputGrid, template_image  # noqa: E402
+from m2m_bids.preproc.grid import OutputGrid  # noqa: E402
+from m2m_bids.preproc.template import template_image  # noqa: E402
 from m2m_bids.preproc.resample import resample_series  # noqa: E402
 
 POSE = rigid_matrix((6.0, -4.0, 5.0), (5.0, -4.0, 3.0))  # subject mm -> MNI mm

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from m2m_bids.bids.layout import collect_participants
-from m2m_bids.config import Preset, build_config
+from m2m_bids.config import Preset
+from m2m_bids.preflight import build_config
 from m2m_bids.exitcodes import ExitCode
 from m2m_bids.preproc.api import preprocess_participants
 

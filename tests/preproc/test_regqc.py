@@ -11,7 +11,8 @@ from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.exitcodes import ExitCode
 from m2m_bids.preproc.cache import TensorCache
 from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance, QCFigures
-from m2m_bids.preproc.grid import grid_template, make_grid
+from m2m_bids.preproc.grid import make_grid
+from m2m_bids.preproc.template import grid_template
 from m2m_bids.preproc.qcreport import apply_qc, write_group_qc, write_participant_qc
 from m2m_bids.preproc.regqc import anatomical_qc, normalised_mutual_information
 

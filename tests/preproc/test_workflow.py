@@ -17,7 +17,7 @@ from helpers import rigid_matrix, tiny_config, write_description, write_particip
 
 from m2m_bids.exitcodes import ExitCode  # noqa: E402
 from m2m_bids.preproc.api import preprocess_participants  # noqa: E402
-from m2m_bids.preproc.grid import template_image  # noqa: E402
+from m2m_bids.preproc.template import template_image  # noqa: E402
 
 
 def test_raw_pipeline_cache_derivatives_and_failures(tmp_path: Path, caplog) -> None:
@@ -57,7 +57,8 @@ def test_raw_pipeline_cache_derivatives_and_failures(tmp_path: Path, caplog) -> 
     assert entry.meta.participant == "01" and entry.meta.bold.slice_timing.corrected
     assert 1.0 < entry.meta.bold.motion.max_translation_mm < 3.0  # the planted 2 mm shift
     # the T1w landed on the template: correlation with the template on the grid, inside the mask
-    from m2m_bids.preproc.grid import grid_template, make_grid
+    from m2m_bids.preproc.grid import make_grid
+    from m2m_bids.preproc.template import grid_template
 
     tpl = grid_template("t1", make_grid(6.0, (16, 16, 16)))
     r = np.corrcoef(np.asarray(smri, dtype=np.float32)[mask > 0], tpl[mask > 0])[0, 1]

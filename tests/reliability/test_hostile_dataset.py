@@ -35,7 +35,7 @@ def _blocks(text: str) -> dict[str, str]:
 
 def test_defects_are_found_per_participant_before_preprocessing(hostile: Path) -> None:
     from m2m_bids.bids.layout import collect_participants
-    from m2m_bids.config import build_config
+    from m2m_bids.preflight import build_config
 
     cfg = build_config({"execution": {"bids_dir": str(hostile), "output_dir": str(hostile.parent / "dry"),
                                       "analysis_level": "participant"}})

@@ -77,7 +77,7 @@ def test_ordinary_motion_passes() -> None:
 
 
 def test_motion_limits_do_not_change_the_cache_key(tmp_path: Path) -> None:
-    from m2m_bids.config import build_config
+    from m2m_bids.preflight import build_config
     from m2m_bids.preproc.plan import preproc_params
 
     (tmp_path / "bids").mkdir()

@@ -100,7 +100,7 @@ def test_float_arithmetic_keeps_deep_powers_fast() -> None:
     """Nested literal powers overflow to infinity in float64 instead of building huge integers."""
     import pandas as pd
 
-    from m2m_bids.training.labels import LabelRule
+    from m2m_bids.label_rule import LabelRule
 
     started = time.monotonic()
     labels = LabelRule.parse("((((9**9)**9)**9)**9)**9 > age").evaluate(

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.training.labels import LabelRule, RuleError, derive_labels
+from m2m_bids.label_rule import LabelRule, RuleError
 from m2m_bids.model_inputs.tabular import TabularEncoder
+from m2m_bids.training.labels import derive_labels
 
 
 @pytest.fixture
