@@ -98,17 +98,17 @@ def check_model_options(cfg: Any) -> None:
     """Build the model configuration the group level will build, without data: unknown overrides,
     bad values and grids the encoder cannot tile fail here, naming the option."""
     from m2m_bids.backends import TORCH
-    from m2m_bids.models.config import build_config as build_model_config
+    from m2m_bids.models import model_config
 
     mc = cfg.model
     if mc.arch not in TORCH.archs:  # the classical baselines check their options when they train
         return
     modalities = [m for m in mc.modalities if m != "tabular" or cfg.train.tabular_columns]
     try:
-        build_model_config(mc.arch, {**mc.overrides, "img_size": tuple(cfg.preproc.grid_shape),
-                                     "frames": mc.window_frames, "modalities": tuple(modalities),
-                                     "n_tabular": len(cfg.train.tabular_columns),
-                                     "num_classes": max(2, len(cfg.train.classes))})
+        model_config(mc.arch, {**mc.overrides, "img_size": tuple(cfg.preproc.grid_shape),
+                               "frames": mc.window_frames, "modalities": tuple(modalities),
+                               "n_tabular": len(cfg.train.tabular_columns),
+                               "num_classes": max(2, len(cfg.train.classes))})
     except (ValueError, TypeError) as err:
         raise AppError(f"invalid model options for --arch {mc.arch}: {err}", ExitCode.USAGE,
                        hint="fix [model] overrides in the config file or the grid/--window-frames options; "

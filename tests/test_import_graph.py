@@ -36,7 +36,7 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
     ("m2m_bids.cli.app", "m2m_bids.runner"): "the runner loads the stages; --help and usage errors do not need them",
     ("m2m_bids.config", "m2m_bids.label_rule"): "numpy and pandas, only when a label rule is given",
     ("m2m_bids.preflight", "m2m_bids.backends"): "torch (the model registry), only once options are checked",
-    ("m2m_bids.preflight", "m2m_bids.models.config"): "torch, only for a group run of a torch arch",
+    ("m2m_bids.preflight", "m2m_bids.models"): "torch, only for a group run of a torch arch",
     ("m2m_bids.runner", "m2m_bids.preproc.api"): "nipype and ANTs: a dry run or a refused dataset never loads them",
     ("m2m_bids.backends", "m2m_bids.training.api"): "each backend loads its stage code when it is used",
     ("m2m_bids.backends", "m2m_bids.interpret.api"): "each backend loads its stage code when it is used",

@@ -161,8 +161,6 @@ def valid_keys() -> list[str]:
 
 _TUPLE_FIELDS = {"img_size", "modalities", "depths", "num_heads", "window_size", "first_window_size",
                  "cnn_channels", "frame_channels", "grid_affine", "siamese_channels"}
-#: Convolutional archs: no patch/window tiling, so the Swin divisibility check does not apply.
-UNTILED_ARCHS = frozenset({"cnn-lstm", "cnn-gru", "cnn3d", "lstm3d", "gru3d", "masan", "siamese"})
 
 
 def build_config(arch: str, overrides: Mapping[str, Any]) -> ModelConfig:
@@ -208,8 +206,6 @@ def _validate(cfg: ModelConfig) -> None:
         raise ValueError("align_time_reduction must be 'mean' or 'sum'")
     if cfg.frames < 1 or cfg.num_classes < 1:
         raise ValueError(f"frames ({cfg.frames}) and num_classes ({cfg.num_classes}) must be >= 1")
-    if cfg.arch not in UNTILED_ARCHS:
-        check_divisible(cfg)
 
 
 def stage_grids(cfg: ModelConfig) -> list[tuple[int, int, int]]:
@@ -223,7 +219,10 @@ def stage_grids(cfg: ModelConfig) -> list[tuple[int, int, int]]:
 
 
 def check_divisible(cfg: ModelConfig) -> None:
-    """Fail early, naming the sizes, when the image cannot be tiled by patches, merges and windows."""
+    """Fail early, naming the sizes, when the image cannot be tiled by patches, merges and windows.
+
+    Only archs that cut the image into patches and windows need it; the registry knows which
+    (``register_model(name, tiled=...)``, :func:`m2m_bids.models.registry.model_config`)."""
     factor = cfg.patch_size * 2 ** (cfg.num_stages - 1)
     if any(s % factor for s in cfg.img_size):
         raise ValueError(

@@ -7,16 +7,28 @@ rebuild the same network with ``create_model(**info["config"])``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from m2m_bids.models.config import MODALITIES, ModelConfig, build_config
+from m2m_bids.models.config import MODALITIES, ModelConfig, build_config, check_divisible
 
-_REGISTRY: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+ModelFactory = Callable[[ModelConfig], nn.Module]
+
+
+@dataclass(frozen=True)
+class _Registered:
+    """A registered arch: its factory, and whether it tiles the image into patches and windows (Swin
+    encoders: the grid must divide; convolutional and recurrent models take any grid)."""
+
+    factory: ModelFactory
+    tiled: bool
+
+
+_REGISTRY: dict[str, _Registered] = {}
 
 
 @dataclass
@@ -83,14 +95,16 @@ def input_modalities(model: nn.Module) -> tuple[str, ...]:
     return tuple(model.config.modalities if declared is None else declared)  # type: ignore[attr-defined]
 
 
-def register_model(name: str) -> Callable[[Callable[[ModelConfig], nn.Module]],
-                                          Callable[[ModelConfig], nn.Module]]:
-    """Decorator: make ``fn(cfg) -> nn.Module`` available as ``create_model(name, ...)``."""
+def register_model(name: str, *, tiled: bool = True) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: make ``fn(cfg) -> nn.Module`` available as ``create_model(name, ...)``.
 
-    def deco(fn: Callable[[ModelConfig], nn.Module]) -> Callable[[ModelConfig], nn.Module]:
+    ``tiled=False`` for a model that does not cut the image into patches and windows, so any grid
+    fits it (no divisibility check)."""
+
+    def deco(fn: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = fn
+        _REGISTRY[name] = _Registered(fn, tiled)
         return fn
 
     return deco
@@ -101,6 +115,18 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_config(arch: str, overrides: Mapping[str, Any]) -> ModelConfig:
+    """The validated configuration ``create_model`` would build (no weights): ``preset`` then
+    ``overrides`` (:func:`~m2m_bids.models.config.build_config`), and for a tiled arch the check
+    that the image divides into its patches and windows. ValueError names what is wrong."""
+    if arch not in _REGISTRY:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {list_models()}")
+    cfg = build_config(arch, overrides)
+    if _REGISTRY[arch].tiled:
+        check_divisible(cfg)
+    return cfg
+
+
 def create_model(arch: str, *, num_classes: int, img_size: Sequence[int] | int, frames: int,
                  n_tabular: int = 0, modalities: Sequence[str] = MODALITIES,
                  **overrides: Any) -> nn.Module:
@@ -109,13 +135,10 @@ def create_model(arch: str, *, num_classes: int, img_size: Sequence[int] | int, 
     Raises ValueError for an unknown arch, an unknown override (listing the valid keys) or an image
     size that cannot be tiled by patch x merges x windows (naming the sizes).
     """
-    if arch not in _REGISTRY:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {list_models()}")
     overrides.pop("params", None)  # tolerate a full model_info dict being splatted back
-    cfg = build_config(arch, {**overrides, "num_classes": num_classes, "img_size": img_size,
-                              "frames": frames, "n_tabular": n_tabular,
-                              "modalities": tuple(modalities)})
-    model = _REGISTRY[arch](cfg)
+    cfg = model_config(arch, {**overrides, "num_classes": num_classes, "img_size": img_size,
+                              "frames": frames, "n_tabular": n_tabular, "modalities": tuple(modalities)})
+    model = _REGISTRY[arch].factory(cfg)
     model.config = cfg  # type: ignore[assignment]
     return model
 

@@ -151,31 +151,31 @@ class CnnRnn(nn.Module):
         return ModelOutput(logits=logits, latents=latents)
 
 
-@register_model("cnn-lstm")
+@register_model("cnn-lstm", tiled=False)
 def cnn_lstm(cfg: ModelConfig) -> nn.Module:
     """3DCNN-LSTM (Kujur & Monfared 2026, Fig. 5a): sMRI 3D CNN + time-distributed CNN -> 3 LSTMs."""
     return CnnRnn(cfg, smri=True, cell="lstm")
 
 
-@register_model("cnn-gru")
+@register_model("cnn-gru", tiled=False)
 def cnn_gru(cfg: ModelConfig) -> nn.Module:
     """3DCNN-GRU (Fig. 5b): as ``cnn-lstm`` with GRU layers."""
     return CnnRnn(cfg, smri=True, cell="gru")
 
 
-@register_model("cnn3d")
+@register_model("cnn3d", tiled=False)
 def cnn3d(cfg: ModelConfig) -> nn.Module:
     """3DCNN (Fig. 6, row 3): the sMRI branch and head only."""
     return CnnRnn(cfg, smri=True, cell=None)
 
 
-@register_model("lstm3d")
+@register_model("lstm3d", tiled=False)
 def lstm3d(cfg: ModelConfig) -> nn.Module:
     """3DLSTM (Fig. 6, row 1): time-distributed 3D CNN over fMRI frames -> 3 LSTMs -> head."""
     return CnnRnn(cfg, smri=False, cell="lstm")
 
 
-@register_model("gru3d")
+@register_model("gru3d", tiled=False)
 def gru3d(cfg: ModelConfig) -> nn.Module:
     """3DGRU (Fig. 6, row 2): as ``lstm3d`` with GRU layers."""
     return CnnRnn(cfg, smri=False, cell="gru")

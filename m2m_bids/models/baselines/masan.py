@@ -243,7 +243,7 @@ class Masan(nn.Module):
         return ModelOutput(logits=self.classifier(fused), aux_loss=aux, spatial_attention=attention, latents=latents)
 
 
-@register_model("masan")
+@register_model("masan", tiled=False)
 def masan(cfg: ModelConfig) -> nn.Module:
     """MASAN (Zong et al.): patch-level autoencoders, region self-attention, T1-guided fusion, MLP."""
     return Masan(cfg)

@@ -291,7 +291,7 @@ class SiameseAttention(nn.Module):
                            latents={"smri": structural.flatten(1), func: functional.flatten(1)})
 
 
-@register_model("siamese")
+@register_model("siamese", tiled=False)
 def siamese(cfg: ModelConfig) -> nn.Module:
     """Siamese GM/functional-map network with a region attention mask (Arco et al.)."""
     return SiameseAttention(cfg)
