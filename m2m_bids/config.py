@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.io_utils import write_text_atomic
 from m2m_bids.textinput import load_yaml, read_text_input
 
 if sys.version_info >= (3, 11):
@@ -294,18 +293,14 @@ class RunConfig(_Section):
         data["execution"]["bids_filters"] = _replace(self.execution.bids_filters, None, TOML_NONE)
         return data
 
-    def to_toml(self, path: str | os.PathLike[str]) -> Path:
-        """Write the resolved configuration as TOML (atomically) and return the path."""
-        return write_text_atomic(path, tomli_w.dumps(self.to_dict()))
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML text (the runner saves it as ``logs/<run-id>/config.toml``)."""
+        return tomli_w.dumps(self.to_dict())
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> RunConfig:
         """Load a complete configuration from TOML or YAML."""
         return cls.model_validate(load_config_file(path))
-
-    def save_snapshot(self) -> Path:
-        """Save ``OUTPUT_DIR/logs/<run-id>/config.toml``: the provenance record of this run."""
-        return self.to_toml(self.execution.output_dir / "logs" / self.run_id / "config.toml")
 
 
 #: How a ``null`` BIDS filter value is spelled in TOML files (which have no null).

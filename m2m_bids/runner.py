@@ -39,20 +39,20 @@ log = logging.getLogger("m2m_bids")
 class Outcome:
     """What happened to each participant, for the closing summary and the exit code.
 
-    With ``log_root`` set (``OUTPUT_DIR`` and the run id), every failure is also written to
+    With ``writer`` set (the run's derivatives sink), every failure is also written to
     ``sub-<id>/log/<run-id>/errors.log`` beside the crash files of that participant, which is
     where the closing message sends the user.
     """
 
     done: list[str] = field(default_factory=list)
     failed: dict[str, list[AppError]] = field(default_factory=dict)
-    log_root: tuple[Path, str] | None = None
+    writer: DerivativesWriter | None = None
 
     def fail(self, label: str, error: AppError, stop: bool) -> None:
         self.failed.setdefault(label, []).append(error)
         log.error("sub-%s: %s", label, error.render())
-        if self.log_root is not None:
-            _append_error_log(participant_log_dir(*self.log_root, label), error)
+        if self.writer is not None:
+            _append_error_log(self.writer, label, error)
         if stop:
             raise error
 
@@ -64,19 +64,14 @@ class Outcome:
         return codes.pop() if len(codes) == 1 else ExitCode.FAILURE
 
 
-def participant_log_dir(output_dir: Path, run_id: str, label: str) -> Path:
-    """``OUTPUT_DIR/sub-<id>/log/<run-id>/``: one participant's crash files and error log of one run."""
-    return output_dir / f"sub-{label}" / "log" / run_id
-
-
-def _append_error_log(folder: Path, error: AppError) -> None:
+def _append_error_log(writer: DerivativesWriter, label: str, error: AppError) -> None:
+    """Add ``error`` to ``sub-<label>/log/<run-id>/errors.log``."""
+    path = writer.output_path(f"sub-{label}", "log", writer.run_id, "errors.log")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(folder / "errors.log", "a", encoding="utf-8") as handle:
-            handle.write(f"{stamp} exit code {int(error.code)} ({error.code.name})\n{error.render()}\n\n")
+        writer.append_text(path, f"{stamp} exit code {int(error.code)} ({error.code.name})\n{error.render()}\n\n")
     except OSError as err:  # the console and the run log still have the message
-        log.warning("could not write %s: %s", folder / "errors.log", err)
+        log.warning("could not write %s: %s", path, err)
 
 
 def _remove_empty_log_dirs(output_dir: Path, run_id: str) -> None:
@@ -105,7 +100,7 @@ def run(cfg: RunConfig) -> ExitCode:
         configure_threads(ex.threads)
         seed_everything(ex.random_seed)
         if is_main_process():
-            log.info("configuration saved to %s", cfg.save_snapshot())
+            log.info("configuration saved to %s", save_snapshot(cfg))
         code = _run_level(cfg)
     except AppError as err:
         log.error(err.render())
@@ -142,12 +137,17 @@ def _unexpected(cfg: RunConfig, err: Exception) -> ExitCode:
     return ExitCode.FAILURE
 
 
+def save_snapshot(cfg: RunConfig) -> Path:
+    """Save ``OUTPUT_DIR/logs/<run-id>/config.toml``: the provenance record of this run."""
+    writer = DerivativesWriter(cfg.execution.output_dir, run_id=cfg.run_id)
+    return writer.save_text(cfg.to_toml(), writer.output_path("logs", cfg.run_id, "config.toml"))
+
+
 def _prepare_output(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".m2m-write-test"
-        probe.write_text("")
-        probe.unlink()
+        writer = DerivativesWriter(output_dir)
+        writer.save_text("", writer.output_path(".m2m-write-test")).unlink()
     except OSError as err:
         raise AppError(f"cannot create or write the output directory: {err.strerror}", ExitCode.CANT_CREATE,
                        path=str(output_dir), hint="check permissions and that the volume is mounted writable") from err
@@ -177,7 +177,7 @@ def _run_level(cfg: RunConfig) -> ExitCode:
         report.raise_for_errors()
         log.info("bids-validator: no errors (%d warnings)", len(report.warnings))
     participants, problems = collect_participants(ex, cfg.preproc)
-    outcome = Outcome(log_root=(ex.output_dir, cfg.run_id) if is_main_process() else None)
+    outcome = Outcome(writer=DerivativesWriter(ex.output_dir, run_id=cfg.run_id) if is_main_process() else None)
     for problem in problems:
         outcome.fail(problem.label, AppError(problem.message, problem.code, path=problem.path, hint=problem.hint),
                      ex.stop_on_first_crash)

@@ -222,6 +222,15 @@ class DerivativesWriter:
         return self.save_file(path, lambda tmp: figure.savefig(str(tmp), format=Path(path).suffix.lstrip("."),
                                                                dpi=dpi, bbox_inches="tight"))
 
+    def append_text(self, path: Path, text: str) -> Path:
+        """Append to a log file (``errors.log``): a log grows entry by entry, so this is one ``write``
+        in append mode rather than a replacement; the folders are created."""
+        target = self._inside(Path(path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(text)
+        return target
+
     def write_sidecar(self, data_path: Path, sidecar: Mapping[str, Any]) -> Path:
         """The JSON sidecar of a data file written by this writer."""
         return self.save_json(dict(sidecar), self.sidecar_path(Path(data_path)))

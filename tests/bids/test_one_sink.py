@@ -31,8 +31,6 @@ ALLOWED = {
     "synth/dataset.py": "writes an input BIDS dataset (m2m-synth), not outputs of the app",
     "testing.py": "writes tiny input BIDS datasets for tests and the demo, not outputs of the app",
     "demo.py": "writes the demo's own configuration file beside its synthetic input",
-    # not yet on the sink
-    "config.py": "", "runner.py": "",
 }
 
 #: ``module.function`` calls that write a file.

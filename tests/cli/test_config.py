@@ -12,6 +12,7 @@ import yaml
 from m2m_bids.config import PRESETS, Preset, RunConfig, seed_everything
 from m2m_bids.preflight import build_config
 from m2m_bids.exitcodes import AppError, ExitCode
+from m2m_bids.runner import save_snapshot
 
 
 def _cli(tmp_path: Path, **execution) -> dict:
@@ -55,7 +56,7 @@ def test_toml_round_trip_and_snapshot(tmp_path: Path) -> None:
     cli = _cli(tmp_path, participant_label=["sub-01", "02"], bids_filters={"bold": {"task": "rest", "echo": None}})
     cli["train"] = {"classes": ["CN", "MCI", "AD"], "label_rule": "ttau / abeta42 > 0.24"}
     cfg = build_config(cli)
-    snapshot = cfg.save_snapshot()
+    snapshot = save_snapshot(cfg)
     assert snapshot == tmp_path / "out" / "logs" / cfg.run_id / "config.toml"
     again = RunConfig.from_file(snapshot)
     assert again == cfg                                # null filter values survive TOML too
