@@ -86,7 +86,7 @@ def test_a_step_that_runs_out_of_space_reports_exit_74(tmp_path: Path, monkeypat
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "bold_prepared.nii"))
 
-    monkeypatch.setattr("m2m_bids.preproc.steps.bold_prepare", full)
+    monkeypatch.setattr("m2m_bids.preproc.interfaces.bold_prepare", full)
     source = tmp_path / "bold.nii"
     source.write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
