@@ -44,12 +44,13 @@ def _entry(root: Path, grid: int, frames: int, resolution: float, preproc: dict,
 def _bundle(root: Path, args: argparse.Namespace, preproc: dict) -> Path:
     import hashlib
 
-    from m2m_bids.models import create_model, model_info
+    from m2m_bids.model_inputs.atlas import build_model
+    from m2m_bids.models import model_info
     from m2m_bids.training.checkpoint import save_weights
 
     overrides = json.loads(args.overrides) if args.overrides else {}
-    model = create_model(args.arch, num_classes=2, img_size=(args.grid,) * 3, frames=args.window_frames,
-                         modalities=("fmri", "smri"), **overrides)
+    model = build_model(args.arch, num_classes=2, img_size=(args.grid,) * 3, frames=args.window_frames,
+                        modalities=("fmri", "smri"), **overrides)
     folder = root / "out" / "models" / f"model-{args.arch}"
     weights = save_weights(folder / "weights.safetensors", model.state_dict())
     card = {"arch": args.arch, "model": model_info(model), "classes": ["CN", "AD"],

@@ -91,15 +91,16 @@ def run_single(args: argparse.Namespace, precision: str, compiled: bool, data: s
     import torch
     import torch.nn.functional as F
 
-    from m2m_bids.models import create_model, model_info
+    from m2m_bids.model_inputs.atlas import build_model
+    from m2m_bids.models import model_info
     from m2m_bids.training.loop import amp_dtype, autocast, forward
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     overrides = {} if args.model_preset == "default" else {"preset": args.model_preset}
-    model = create_model(args.arch, num_classes=2, img_size=(args.grid,) * 3, frames=args.frames, n_tabular=4,
-                         **overrides).to(device)
+    model = build_model(args.arch, num_classes=2, img_size=(args.grid,) * 3, frames=args.frames, n_tabular=4,
+                        **overrides).to(device)
     params = model_info(model)["params"]
     step_model = torch.compile(model) if compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

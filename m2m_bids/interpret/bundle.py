@@ -2,7 +2,7 @@
 
 A bundle is ``weights.safetensors`` + ``model-card.json`` (written by
 :func:`m2m_bids.training.outputs.write_bundle`). Nothing is unpickled: the network is rebuilt from
-the card's ``model.config`` with :func:`m2m_bids.models.create_model` and the tensors are read from
+the card's ``model.config`` with :func:`m2m_bids.model_inputs.atlas.build_model` and the tensors are read from
 safetensors. Before any tensor is used the bundle is verified, and every failure is exit 65 with
 the file named: the card must give the weights' SHA-256 (a card without one is refused, not
 trusted), ``weights.file`` must be a file name inside the bundle folder (no ``../x`` or
@@ -36,7 +36,7 @@ from m2m_bids.config import ACCEPTANCE_ONLY
 from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.model_identity import CARD_FILE, model_digest
-from m2m_bids.models import create_model
+from m2m_bids.model_inputs.atlas import build_model
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def load_bundle(bundle_dir: Path, device: str | torch.device = "cpu") -> Bundle:
     model_entry = card["model"] if isinstance(card["model"], dict) else {}
     config = dict(model_entry.get("config", model_entry))
     try:
-        model = create_model(**config)
+        model = build_model(**config)
     except (TypeError, ValueError, KeyError) as err:
         raise AppError(f"the card's model.config cannot build a network: {err}", ExitCode.DATA_ERROR,
                        path=str(card_path), hint="retrain the bundle with this version of m2m-bids") from None

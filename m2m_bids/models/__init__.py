@@ -12,8 +12,10 @@ from m2m_bids.models import swift as _swift  # noqa: F401  (registers the SwiFT 
 from m2m_bids.models import baselines as _baselines  # noqa: F401  (registers the CNN-RNN baselines)
 from m2m_bids.models.config import MAP_INPUTS, PRESETS, ModelConfig, valid_keys
 from m2m_bids.models.losses import m2m_contrastive_loss
-from m2m_bids.models.registry import (ModelOutput, create_model, input_maps, input_modalities, list_models,
-                                      model_config, model_info, register_model)
+from m2m_bids.models.parcellation import Parcellation
+from m2m_bids.models.registry import (ModelOutput, create_config, create_model, input_maps, input_modalities,
+                                      list_models, model_config, model_info, reads_parcellation, register_model)
 
-__all__ = ["MAP_INPUTS", "PRESETS", "ModelConfig", "ModelOutput", "create_model", "input_maps", "input_modalities",
-           "list_models", "m2m_contrastive_loss", "model_config", "model_info", "register_model", "valid_keys"]
+__all__ = ["MAP_INPUTS", "PRESETS", "ModelConfig", "ModelOutput", "Parcellation", "create_config", "create_model",
+           "input_maps", "input_modalities", "list_models", "m2m_contrastive_loss", "model_config", "model_info",
+           "reads_parcellation", "register_model", "valid_keys"]

@@ -15,17 +15,20 @@ import torch
 from torch import nn
 
 from m2m_bids.models.config import MODALITIES, ModelConfig, build_config, check_divisible
+from m2m_bids.models.parcellation import Parcellation
 
-ModelFactory = Callable[[ModelConfig], nn.Module]
+ModelFactory = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
 class _Registered:
-    """A registered arch: its factory, and whether it tiles the image into patches and windows (Swin
-    encoders: the grid must divide; convolutional and recurrent models take any grid)."""
+    """A registered arch: its factory, whether it tiles the image into patches and windows (Swin
+    encoders: the grid must divide; convolutional and recurrent models take any grid), and whether
+    it reads atlas regions (its factory then takes a :class:`Parcellation` after the configuration)."""
 
     factory: ModelFactory
     tiled: bool
+    parcellation: bool = False
 
 
 _REGISTRY: dict[str, _Registered] = {}
@@ -95,16 +98,19 @@ def input_modalities(model: nn.Module) -> tuple[str, ...]:
     return tuple(model.config.modalities if declared is None else declared)  # type: ignore[attr-defined]
 
 
-def register_model(name: str, *, tiled: bool = True) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str, *, tiled: bool = True,
+                   parcellation: bool = False) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: make ``fn(cfg) -> nn.Module`` available as ``create_model(name, ...)``.
 
     ``tiled=False`` for a model that does not cut the image into patches and windows, so any grid
-    fits it (no divisibility check)."""
+    fits it (no divisibility check). ``parcellation=True`` for a model that reads atlas regions:
+    ``fn(cfg, parcellation)`` gets them as a :class:`~m2m_bids.models.parcellation.Parcellation`
+    (models read no files; the data pipeline builds it)."""
 
     def deco(fn: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = _Registered(fn, tiled)
+        _REGISTRY[name] = _Registered(fn, tiled, parcellation)
         return fn
 
     return deco
@@ -127,18 +133,39 @@ def model_config(arch: str, overrides: Mapping[str, Any]) -> ModelConfig:
     return cfg
 
 
-def create_model(arch: str, *, num_classes: int, img_size: Sequence[int] | int, frames: int,
-                 n_tabular: int = 0, modalities: Sequence[str] = MODALITIES,
-                 **overrides: Any) -> nn.Module:
-    """Build a registered model; ``overrides`` are :class:`ModelConfig` fields plus ``preset``.
-
-    Raises ValueError for an unknown arch, an unknown override (listing the valid keys) or an image
-    size that cannot be tiled by patch x merges x windows (naming the sizes).
-    """
+def create_config(arch: str, *, num_classes: int, img_size: Sequence[int] | int, frames: int,
+                  n_tabular: int = 0, modalities: Sequence[str] = MODALITIES, **overrides: Any) -> ModelConfig:
+    """The configuration ``create_model(arch, ...)`` builds from the same arguments (no network)."""
     overrides.pop("params", None)  # tolerate a full model_info dict being splatted back
-    cfg = model_config(arch, {**overrides, "num_classes": num_classes, "img_size": img_size,
-                              "frames": frames, "n_tabular": n_tabular, "modalities": tuple(modalities)})
-    model = _REGISTRY[arch].factory(cfg)
+    return model_config(arch, {**overrides, "num_classes": num_classes, "img_size": img_size,
+                               "frames": frames, "n_tabular": n_tabular, "modalities": tuple(modalities)})
+
+
+def reads_parcellation(arch: str) -> bool:
+    """Whether ``create_model(arch, ...)`` needs a ``parcellation`` (the atlas on the model grid)."""
+    return arch in _REGISTRY and _REGISTRY[arch].parcellation
+
+
+def create_model(arch: str, *, parcellation: Parcellation | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model from :func:`create_config`'s arguments (``num_classes``, ``img_size``,
+    ``frames``, ``n_tabular``, ``modalities``, and :class:`ModelConfig` fields plus ``preset``).
+
+    Raises ValueError for an unknown arch, an unknown override (listing the valid keys), an image
+    size that cannot be tiled by patch x merges x windows (naming the sizes), or a missing
+    ``parcellation`` of a model that reads atlas regions (:func:`reads_parcellation`;
+    :func:`m2m_bids.model_inputs.atlas.build_model` passes it).
+    """
+    cfg = create_config(arch, **kwargs)
+    entry = _REGISTRY[arch]
+    if not entry.parcellation:
+        if parcellation is not None:
+            raise ValueError(f"{arch} reads no atlas regions; it takes no parcellation")
+        model = entry.factory(cfg)
+    elif parcellation is None:
+        raise ValueError(f"{arch} reads atlas regions: pass its parcellation (the atlas on the model grid), as "
+                         "m2m_bids.model_inputs.atlas.build_model does")
+    else:
+        model = entry.factory(cfg, parcellation)
     model.config = cfg  # type: ignore[assignment]
     return model
 

@@ -20,10 +20,11 @@ from torch import nn
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.io_utils import write_json_atomic
+from m2m_bids.model_inputs.atlas import build_model
 from m2m_bids.model_inputs.batch import InputSpec
 from m2m_bids.model_inputs.tabular import TabularEncoder, feature_rows
 from m2m_bids.model_inputs.windows import EntryLike, participant_of
-from m2m_bids.models import create_model, input_maps, model_info
+from m2m_bids.models import input_maps, model_info
 from m2m_bids.training import checkpoint as ckpt
 from m2m_bids.training.augment import Augmenter
 from m2m_bids.training.data import RunRecord, WindowDataset, class_weights, make_records
@@ -72,9 +73,9 @@ class SplitRunner:
     def build_model(self, n_tabular: int) -> nn.Module:
         """A fresh model of ``cfg.model.arch`` for this input size and tabular width."""
         mc = self.cfg.model
-        return create_model(mc.arch, num_classes=len(self.labels.classes), img_size=self.img_size,
-                            frames=mc.window_frames, n_tabular=n_tabular, modalities=self.modalities,
-                            **self.data_overrides)
+        return build_model(mc.arch, num_classes=len(self.labels.classes), img_size=self.img_size,
+                           frames=mc.window_frames, n_tabular=n_tabular, modalities=self.modalities,
+                           **self.data_overrides)
 
     @cached_property
     def data_overrides(self) -> dict[str, Any]:

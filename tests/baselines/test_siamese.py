@@ -15,14 +15,16 @@ from planted import (ATROPHY, HYPOMETABOLISM, SHAPE, arch_config, build_planted,
 from m2m_bids.interpret.api import apply_model
 from m2m_bids.interpret.bundle import load_bundle
 from m2m_bids.interpret.maps import relative_to_uniform, upsample_tokens
-from m2m_bids.models import ModelOutput, create_model, input_maps, input_modalities, list_models, model_info
+from m2m_bids.model_inputs.atlas import build_model, parcellation
+from m2m_bids.models import (ModelOutput, Parcellation, create_config, create_model, input_maps, input_modalities,
+                             list_models, model_info)
 from m2m_bids.models.baselines.siamese import hinge_similarity_loss
 
 
 def _model(**overrides):
     affine, _ = grid_masks()
     kw = {"grid_affine": affine.ravel().tolist(), "functional_map": "falff", "preset": "tiny", **overrides}
-    return create_model("siamese", num_classes=2, img_size=SHAPE, frames=4, **kw)
+    return build_model("siamese", num_classes=2, img_size=SHAPE, frames=4, **kw)
 
 
 def _maps(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -45,7 +47,7 @@ def test_forward_backward_reaches_every_parameter_and_the_card_rebuilds_it():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     info = model_info(model)
     assert info["config"]["grid_affine"] == pytest.approx(grid_masks()[0].ravel().tolist())
-    rebuilt = create_model(**json.loads(json.dumps(info["config"])))  # through JSON, as a model card
+    rebuilt = build_model(**json.loads(json.dumps(info["config"])))  # through JSON, as a model card
     rebuilt.load_state_dict(model.state_dict())  # includes the region statistics of the training batch
     model.eval(), rebuilt.eval()
     with torch.no_grad():
@@ -119,6 +121,26 @@ def test_two_stage_schedule_trains_the_branch_then_freezes_it():
     assert out.label_loss is None
     F.cross_entropy(out.logits, labels).backward()
     assert all(p.grad is None for p in model.branch.parameters()) and model.attention[0].weight.grad is not None
+
+
+def test_the_atlas_reaches_the_model_as_a_tensor_built_by_the_data_pipeline():
+    affine, _ = grid_masks()
+    kw = {"num_classes": 2, "img_size": SHAPE, "frames": 4, "preset": "tiny", "functional_map": "falff",
+          "grid_affine": affine.ravel().tolist()}
+    regions = parcellation(create_config("siamese", **kw))
+    assert tuple(regions.labels.shape) == SHAPE and regions.labels.dtype == torch.int64
+    assert len(regions.indices) == len(regions.names) and "Hippocampus_L" in regions.names
+    model = create_model("siamese", parcellation=regions, **kw)  # the model itself reads no file
+    assert model.region_names == _model().region_names
+    halves = torch.where(torch.arange(SHAPE[0])[:, None, None] < SHAPE[0] // 2, 1, 2).expand(SHAPE)
+    two = create_model("siamese", parcellation=Parcellation(halves.contiguous(), (1, 2), ("left", "right")), **kw)
+    assert two.region_names == ("left", "right")
+    with pytest.raises(ValueError, match="reads atlas regions: pass its parcellation"):
+        create_model("siamese", **kw)
+    with pytest.raises(ValueError, match="parcellation's grid"):
+        create_model("siamese", parcellation=Parcellation(halves[:8].contiguous(), (1, 2), ("l", "r")), **kw)
+    with pytest.raises(ValueError, match="takes no parcellation"):
+        create_model("m2m", parcellation=regions, num_classes=2, img_size=SHAPE, frames=4, preset="tiny")
 
 
 def test_configuration_errors_name_the_fix():

@@ -2,7 +2,8 @@
 multimodal patterns in neuroimaging by siamese neural networks with self-attention mechanism"
 (papers/siamese-attention_arco.txt, sections 3.2-3.3).
 
-Per atlas region (AAL by default) the structural map (grey-matter probability ``gm``) and the
+Per atlas region (AAL by default; the atlas arrives on the model grid as a
+:class:`~m2m_bids.models.parcellation.Parcellation` built by the data pipeline) the structural map (grey-matter probability ``gm``) and the
 functional map (``pet`` when the dataset has PET, else an fMRI-derived map: ``falff`` by default)
 are cut to the region's bounding box with every voxel outside the region set to zero, z-scored
 across participants, and fed to ONE convolutional branch whose weights are shared by both
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from m2m_bids.models.config import ModelConfig
+from m2m_bids.models.parcellation import Parcellation
 from m2m_bids.models.registry import ModelOutput, register_model
 
 log = logging.getLogger(__name__)
@@ -100,24 +102,6 @@ def region_layout(label_grid: np.ndarray, labels: Sequence[int], names: Sequence
     return RegionLayout(labels=tuple(i for i, _ in kept), names=tuple(n for _, n in kept),
                         box=tuple(int(b) for b in box), box_index=np.stack(box_index),
                         in_region=np.stack(in_region), voxel_region=voxel_region)
-
-
-def atlas_layout(cfg: ModelConfig) -> RegionLayout:
-    """The configured atlas resampled onto the model grid (``img_size`` + ``grid_affine``)."""
-    if len(cfg.grid_affine) != 16:
-        raise ValueError("siamese needs grid_affine: the 4x4 voxel->MNI affine of the cache grid as 16 "
-                         f"row-major floats (got {len(cfg.grid_affine)} values); the group run fills it "
-                         "from the cache entries' grid geometry, direct create_model() calls must pass it")
-    import nibabel as nib  # lazy: ``import m2m_bids.models`` needs only torch
-
-    from m2m_bids.atlases import load_atlas
-
-    affine = np.asarray(cfg.grid_affine, dtype=float).reshape(4, 4)
-    target = nib.Nifti1Image(np.zeros(cfg.img_size, np.uint8), affine)
-    atlas = load_atlas(cfg.atlas, target=target)
-    grid = np.asarray(atlas.image.dataobj)
-    return region_layout(grid, atlas.labels["index"].tolist(), atlas.labels["name"].tolist(),
-                         min_voxels=cfg.siamese_min_voxels)
 
 
 class RegionStandardizer(nn.Module):
@@ -205,9 +189,12 @@ def hinge_similarity_loss(structural: torch.Tensor, functional: torch.Tensor, la
 class SiameseAttention(nn.Module):
     """Region crops -> shared siamese branch -> hinge loss + sigmoid attention mask -> classifier."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, parcellation: Parcellation) -> None:
         super().__init__()
         self.config = cfg
+        if tuple(parcellation.labels.shape) != tuple(cfg.img_size):
+            raise ValueError(f"siamese: the parcellation's grid {tuple(parcellation.labels.shape)} is not the "
+                             f"model's img_size {tuple(cfg.img_size)}")
         if cfg.functional_map == "auto":
             raise ValueError("siamese: functional_map 'auto' must be resolved before the model is built "
                              "(the group run picks 'pet' when every cache entry has PET, else 'falff'); "
@@ -224,7 +211,8 @@ class SiameseAttention(nn.Module):
         self.input_modalities: tuple[str, ...] = ()
         log.info("siamese reads the %s and %s cache maps only (not the modalities %s)", STRUCTURAL_MAP,
                  cfg.functional_map, list(cfg.modalities))
-        layout = atlas_layout(cfg)
+        layout = region_layout(parcellation.labels.cpu().numpy(), parcellation.indices, parcellation.names,
+                               min_voxels=cfg.siamese_min_voxels)
         self.region_labels, self.region_names, self.box = layout.labels, layout.names, layout.box
         n_regions, embed = len(layout.labels), cfg.siamese_embed
         self.register_buffer("box_index", torch.from_numpy(layout.box_index), persistent=False)
@@ -291,7 +279,8 @@ class SiameseAttention(nn.Module):
                            latents={"smri": structural.flatten(1), func: functional.flatten(1)})
 
 
-@register_model("siamese", tiled=False)
-def siamese(cfg: ModelConfig) -> nn.Module:
-    """Siamese GM/functional-map network with a region attention mask (Arco et al.)."""
-    return SiameseAttention(cfg)
+@register_model("siamese", tiled=False, parcellation=True)
+def siamese(cfg: ModelConfig, parcellation: Parcellation) -> nn.Module:
+    """Siamese GM/functional-map network with a region attention mask (Arco et al.) over the regions
+    of ``parcellation`` (``cfg.atlas`` on the model grid)."""
+    return SiameseAttention(cfg, parcellation)
