@@ -43,7 +43,6 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
     ("m2m_bids.backends", "m2m_bids.interpret.group"): "each backend loads its stage code when it is used",
     ("m2m_bids.backends", "m2m_bids.classical.api"): "scikit-learn, only for a classical arch",
     ("m2m_bids.backends", "m2m_bids.classical.apply"): "scikit-learn, only for a classical bundle",
-    ("m2m_bids.models.baselines.siamese", "m2m_bids.atlases"): "models import only torch (atlases need nibabel)",
 }
 
 

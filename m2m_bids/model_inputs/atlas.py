@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from torch import nn
 
+from m2m_bids.atlases import load_atlas
 from m2m_bids.models import ModelConfig, Parcellation, create_config, create_model, reads_parcellation
 
 
@@ -24,10 +26,6 @@ def parcellation(cfg: ModelConfig) -> Parcellation:
         raise ValueError(f"{cfg.arch} needs grid_affine: the 4x4 voxel->MNI affine of the cache grid as 16 "
                          f"row-major floats (got {len(cfg.grid_affine)} values); the group run fills it "
                          "from the cache entries' affine, direct model builds must pass it")
-    import nibabel as nib
-
-    from m2m_bids.atlases import load_atlas
-
     affine = np.asarray(cfg.grid_affine, dtype=float).reshape(4, 4)
     atlas = load_atlas(cfg.atlas, target=nib.Nifti1Image(np.zeros(cfg.img_size, np.uint8), affine))
     grid = np.asarray(atlas.image.dataobj).astype(np.int64)
