@@ -87,7 +87,7 @@ def make_classifier(arch: str, c: float, max_iter: int, seed: int, k_best: int |
     (liblinear), one-vs-rest for more than two classes. Both weigh classes inversely to their size.
     """
     clf: BaseEstimator
-    if arch == "connectome-svc":
+    if ARCHS[arch].classifier_step == "linearsvc":
         clf = LinearSVC(C=c, max_iter=max_iter, class_weight="balanced", random_state=seed)
     else:
         clf = LogisticRegression(C=c, max_iter=max_iter, class_weight="balanced", random_state=seed,
