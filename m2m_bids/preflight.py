@@ -184,5 +184,9 @@ def adopt_bundle(cfg: Any, explicit: Mapping[str, set[str]], not_adopted: frozen
                             "automatically (a model applied to tensors made differently is not valid)")
     preproc = type(cfg.preproc).model_validate({**cfg.preproc.model_dump(), **card_preproc})
     execution = cfg.execution.model_copy(update={"model": bundle})
-    model = cfg.model.model_copy(update={"arch": arch})
+    update: dict[str, Any] = {"arch": arch}
+    card_modalities = ((card.get("model") or {}).get("config") or {}).get("modalities")
+    if card_modalities and "modalities" not in explicit.get("model", set()):  # what the model reads decides
+        update["modalities"] = list(card_modalities)                          # whether it needs BOLD
+    model = cfg.model.model_copy(update=update)
     return cfg.model_copy(update={"preproc": preproc, "execution": execution, "model": model})

@@ -29,6 +29,7 @@ from m2m_bids.bids.validator import validate_bids_dir
 from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
 from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 from m2m_bids.preflight import resolve_bundle
+from m2m_bids.preproc.availability import needs_fmri, refuse_lacking
 from m2m_bids.runtime import configure_caches, configure_threads, is_main_process, setup_logging
 from m2m_bids.training.labels import check_rule_columns
 
@@ -176,7 +177,7 @@ def _run_level(cfg: RunConfig) -> ExitCode:
             log.debug("bids-validator warning: %s", warning)
         report.raise_for_errors()
         log.info("bids-validator: no errors (%d warnings)", len(report.warnings))
-    participants, problems = collect_participants(ex, cfg.preproc)
+    participants, problems = collect_participants(ex, cfg.preproc, anat_only=not needs_fmri(cfg))
     outcome = Outcome(writer=DerivativesWriter(ex.output_dir, run_id=cfg.run_id) if is_main_process() else None)
     for problem in problems:
         outcome.fail(problem.label, AppError(problem.message, problem.code, path=problem.path, hint=problem.hint),
@@ -202,7 +203,7 @@ def _print_plan(participants: list[ParticipantInputs]) -> None:
     for participant in participants:
         for session in participant.sessions:
             runs = ", ".join(f"{run.path.name} ({run.n_volumes} vols, TR {run.repetition_time:g} s)"
-                             for run in session.bold_runs)
+                             for run in session.bold_runs) or f"none, T1w only ({session.no_bold})"
             where = f" ses-{session.session}" if session.session else ""
             pet = f"; PET {session.pet.path.name}" if session.pet else ""
             print(f"sub-{participant.label}{where}: T1w {session.t1w.name}; BOLD {runs}{pet}")
@@ -248,6 +249,11 @@ def _group_level(cfg: RunConfig, participants: list[ParticipantInputs], outcome:
     phenotype = read_participants(cfg.execution.bids_dir)
     check_rule_columns(cfg.train.label_rule, phenotype)  # before hours of preprocessing, not after
     entries = _preprocess(cfg, participants, outcome)
+    if needs_fmri(cfg):  # T1w-only entries serve sMRI + tabular models only
+        entries, refused = refuse_lacking(entries, ["fmri"], f"--arch {cfg.model.arch} with --modalities "
+                                          + " ".join(cfg.model.modalities))
+        for label, error in refused.items():
+            outcome.fail(label, error, cfg.execution.stop_on_first_crash)
     if not entries:
         raise AppError("no participant could be preprocessed, so there is nothing to train on",
                        ExitCode.DATA_ERROR, hint="see the errors above and sub-<id>/log/")

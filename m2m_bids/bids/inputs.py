@@ -52,13 +52,23 @@ class PetImage:
 @dataclass(frozen=True)
 class SessionInputs:
     """The T1w, BOLD runs and optional PET of one session (``session`` is ``None`` for
-    single-session datasets)."""
+    single-session datasets).
+
+    ``no_bold`` says why a session has no usable BOLD run (missing, too short, ...): such a session
+    is kept, T1w only, when the model needs no fMRI (``--modalities smri tabular``).
+    """
 
     session: str | None
     t1w: Path
     bold_runs: tuple[BoldRun, ...]
     t1w_entities: dict[str, str] = field(default_factory=dict)
     pet: PetImage | None = None
+    no_bold: str | None = None
+
+    @property
+    def fmri_absent(self) -> bool:
+        """Whether the session brings no BOLD run (its cache entry holds the T1w alone)."""
+        return not self.bold_runs
 
 
 @dataclass(frozen=True)

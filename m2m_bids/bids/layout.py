@@ -171,9 +171,14 @@ def _name_entities(bids_file: Any) -> dict[str, str]:
     return {k: str(v) for k, v in bids_file.get_entities().items() if k not in NON_NAME_ENTITIES}
 
 
-def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels: bool = True
-                         ) -> tuple[list[ParticipantInputs], list[ParticipantProblem]]:
+def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels: bool = True,
+                         anat_only: bool = False) -> tuple[list[ParticipantInputs], list[ParticipantProblem]]:
     """Select participants and gather their checked inputs; problems are returned, not raised.
+
+    ``anat_only`` (the model needs no fMRI, :func:`m2m_bids.preproc.availability.needs_fmri`): a
+    usable T1w is enough. A session whose BOLD is missing or unusable (too short, unreadable, ...)
+    is kept T1w-only with the reason (:attr:`SessionInputs.no_bold`, logged as a warning) instead of
+    refusing the participant.
 
     Raises :class:`AppError` for what concerns the whole run: a missing BIDS_DIR (66), unknown
     labels (18), a selection that leaves nobody (18), a session label that no selected file has
@@ -213,11 +218,11 @@ def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels:
             log.warning("sub-%s has none of the sessions %s: skipped", label, ", ".join(execution.session_label))
             continue
         pet = _keep_session(pet_files.get(label, []), execution.session_label)
-        found, issues = _participant_inputs(layout, label, (t1w, bold, pet), preproc, scan_voxels)
+        found, issues = _participant_inputs(layout, label, (t1w, bold, pet), preproc, scan_voxels, anat_only)
         problems.extend(issues)
         if found is not None:
             participants.append(ParticipantInputs(label, found, phenotype_row(phenotype, label)))
-    _raise_if_nothing_matched(matched, labels, execution)
+    _raise_if_nothing_matched({k: v for k, v in matched.items() if k == "t1w" or not anat_only}, labels, execution)
     log.info("%d participant(s) with usable inputs, %d problem(s)", len(participants), len(problems))
     return participants, problems
 
@@ -290,8 +295,12 @@ def _selection_text(execution: Execution) -> str:
 
 
 def _participant_inputs(layout: Any, label: str, files: tuple[list[Any], list[Any], list[Any]], preproc: Preproc,
-                        scan_voxels: bool) -> tuple[tuple[SessionInputs, ...] | None, list[ParticipantProblem]]:
-    """Group one participant's files (T1w, BOLD, PET) into sessions and check each file."""
+                        scan_voxels: bool, anat_only: bool = False
+                        ) -> tuple[tuple[SessionInputs, ...] | None, list[ParticipantProblem]]:
+    """Group one participant's files (T1w, BOLD, PET) into sessions and check each file.
+
+    With ``anat_only`` BOLD problems do not refuse the participant: the run is left out with a
+    warning, and a session left without runs is kept T1w-only with the reason."""
     t1w, bold, pet = files
     where = str(Path(layout.root) / f"sub-{label}")
     hint = "check the file names (sub-<label>[_ses-<label>]_T1w.nii.gz in anat/, *_bold.nii.gz in func/), " \
@@ -300,7 +309,7 @@ def _participant_inputs(layout: Any, label: str, files: tuple[list[Any], list[An
     if not t1w:
         missing.append(ParticipantProblem(label, "no T1w image matches the selection", where, hint,
                                           ExitCode.NO_INPUT))
-    if not bold:
+    if not bold and not anat_only:
         missing.append(ParticipantProblem(label, "no BOLD run matches the selection", where, hint,
                                           ExitCode.NO_INPUT))
     if missing:
@@ -308,6 +317,9 @@ def _participant_inputs(layout: Any, label: str, files: tuple[list[Any], list[An
     by_session: dict[str | None, list[Any]] = defaultdict(list)
     for f in sorted(bold, key=lambda f: f.path):
         by_session[_session(f)].append(f)
+    for anat_file in t1w if anat_only else []:  # T1w sessions without BOLD (a session-less T1w serves them all)
+        if _session(anat_file) is not None or not by_session:
+            by_session.setdefault(_session(anat_file), [])
     sessions: list[SessionInputs] = []
     problems: list[ParticipantProblem] = []
     checked_t1w: dict[str, list[ParticipantProblem]] = {}
@@ -317,19 +329,27 @@ def _participant_inputs(layout: Any, label: str, files: tuple[list[Any], list[An
             checked_t1w[anat.path] = check_t1w(Path(anat.path), label, scan_voxels=scan_voxels,
                                                max_gb=preproc.max_image_gb)
             problems.extend(checked_t1w[anat.path])
-        runs = []
+        runs, unusable = [], []
         for f in by_session[session]:
             metadata = layout.get_metadata(f.path)
             n_vols, tr, issues = check_bold(Path(f.path), metadata, label, min_volumes=preproc.min_volumes,
                                             dummy_scans=preproc.dummy_scans, scan_voxels=scan_voxels,
                                             max_gb=preproc.max_image_gb)
-            problems.extend(issues)
+            (unusable if anat_only else problems).extend(issues)
             if not issues and n_vols is not None and tr is not None:
                 runs.append(BoldRun(Path(f.path), _name_entities(f), dict(metadata), n_vols, tr))
+        for issue in unusable:
+            log.warning("sub-%s: BOLD run left out (the model needs no fMRI): %s (%s)", label, issue.message, issue.path)
+        no_bold = None
+        if not runs:
+            no_bold = ("; ".join(f"{Path(i.path or '').name}: {i.message}" for i in unusable)
+                       or "no BOLD run matches the selection")
+            log.warning("sub-%s%s: no usable BOLD (%s): T1w only", label, f" ses-{session}" if session else "", no_bold)
         pet_image = _session_pet(layout, pet, session, label)
         if pet_image is not None:
             problems.extend(_check_pet(pet_image, label))
-        sessions.append(SessionInputs(session, Path(anat.path), tuple(runs), _name_entities(anat), pet_image))
+        sessions.append(SessionInputs(session, Path(anat.path), tuple(runs), _name_entities(anat), pet_image,
+                                      no_bold=no_bold))
     return (None if problems else tuple(sessions)), problems
 
 

@@ -47,6 +47,7 @@ from m2m_bids.interpret.naming import Namer, res_label
 from m2m_bids.interpret.predictions import write_tsv
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.participant import MapView, SessionView, render_participant
+from m2m_bids.preproc.availability import refuse_lacking
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,9 @@ def apply_classical(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dic
     problems are returned so the runner reports them and goes on.
     """
     bundle = load_classical(bundle_dir)
+    entries, refused = refuse_lacking(entries, ["fmri"], f"the connectome model {Path(bundle_dir).name}")
+    if not entries:
+        return refused
     parc = parcellation_from_card(bundle.card["features"], bundle.grid_shape, bundle.grid_affine)
     template = str(entries[0].meta.space or bundle.preproc.get("template") or cfg.preproc.template)
     ctx = Context(bundle=bundle, parc=parc, output_dir=cfg.execution.output_dir, template=template,
@@ -274,4 +278,5 @@ def apply_classical(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dic
     grouped: dict[str, list[Any]] = defaultdict(list)
     for entry in entries:
         grouped[participant_of(entry)].append(entry)
-    return apply_each(grouped, lambda label, runs: apply_participant(ctx, label, runs, cfg), cfg, bundle.classes)
+    return {**refused, **apply_each(grouped, lambda label, runs: apply_participant(ctx, label, runs, cfg), cfg,
+                                    bundle.classes, ("fmri", "smri"))}

@@ -32,6 +32,8 @@ from m2m_bids.interpret.inference import score_run
 from m2m_bids.interpret.naming import res_label
 from m2m_bids.interpret.participant import AtlasGrid, Context, apply_session
 from m2m_bids.model_inputs.tabular import TabularEncoder, feature_rows
+from m2m_bids.models.registry import input_maps, input_modalities
+from m2m_bids.preproc.availability import BOLD_TENSORS, refuse_lacking
 from m2m_bids.reports.participant import render_participant
 from m2m_bids.runtime import resolve_device
 
@@ -113,10 +115,15 @@ def apply_model(bundle_dir: Path, entries: list[Any], cfg: RunConfig) -> dict[st
         return {}
     device = resolve_device(cfg.execution.device)
     bundle = load_bundle(Path(bundle_dir), device)
+    used = (*input_modalities(bundle.model), *input_maps(bundle.model))
+    entries, refused = refuse_lacking(entries, [m for m in used if m in BOLD_TENSORS], f"the model {bundle.model_id}")
+    if not entries:
+        return refused
     ctx = build_context(bundle, entries, cfg)
     grouped: dict[str, list[Any]] = defaultdict(list)
     for entry in entries:
         grouped[participant_of(entry)].append(entry)
     features = tabular_features(bundle, cfg.execution.bids_dir, sorted(grouped))
-    return apply_each(grouped, lambda label, runs: apply_participant(ctx, label, runs, features[label], cfg, device),
-                      cfg, bundle.classes)
+    return {**refused, **apply_each(grouped, lambda label, runs: apply_participant(ctx, label, runs, features[label],
+                                                                                  cfg, device),
+                                    cfg, bundle.classes, used)}

@@ -9,7 +9,7 @@ update the dataset-level ``predictions.tsv`` and the ``.bidsignore`` once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -51,10 +51,11 @@ def check_leakage(bundle: TrainedOn, label: str, allow: bool) -> bool:
 
 
 def apply_each(grouped: dict[str, list[Any]], apply_one: Callable[[str, list[Any]], pd.DataFrame],
-               cfg: RunConfig, classes: list[str]) -> dict[str, AppError]:
+               cfg: RunConfig, classes: list[str], modalities: Sequence[str]) -> dict[str, AppError]:
     """Apply ``apply_one(label, entries)`` to every participant, keep going past per-participant
     failures (unless ``--stop-on-first-crash``), then update the dataset-level predictions table
-    once and the .bidsignore. Shared by the torch and the classical bundles."""
+    once (its ``modalities`` column: what the model read, e.g. ``smri+tabular``) and the
+    .bidsignore. Shared by the torch and the classical bundles."""
     failures: dict[str, AppError] = {}
     rows = []
     for label in sorted(grouped):
@@ -69,7 +70,9 @@ def apply_each(grouped: dict[str, list[Any]], apply_one: Callable[[str, list[Any
         if failures.get(label) is not None and cfg.execution.stop_on_first_crash:
             break
     if rows:
-        update_predictions(cfg.execution.output_dir, pd.concat(rows, ignore_index=True), classes)
+        table = pd.concat(rows, ignore_index=True)
+        table.insert(table.columns.get_loc("predicted_label") + 1, "modalities", "+".join(modalities))
+        update_predictions(cfg.execution.output_dir, table, classes)
     bidsignore(cfg)
     return failures
 

@@ -16,6 +16,8 @@ PREDICTIONS_SIDECAR = {
     "participant_id": {"Description": "participant label"},
     "session_id": {"Description": "session label, n/a when the dataset has no sessions"},
     "predicted_label": {"Description": "class with the highest probability"},
+    "modalities": {"Description": "inputs the prediction used, joined by '+' (e.g. fmri+smri+tabular, or "
+                                  "smri+tabular for a model that reads no BOLD)"},
     "n_windows": {"Description": "fMRI windows averaged (every window of every run of the session)"},
     "n_runs": {"Description": "runs whose features were averaged (classical archs, which read whole runs)"},
     "model_id": {"Description": "<arch>@<first 12 hex digits of the hash of the model's tensors and card>"},

@@ -97,8 +97,9 @@ def _quality_control(results: list[ParticipantResult], cfg: RunConfig) -> None:
 
 
 def _derivatives_present(plan: RunPlan, cfg: RunConfig) -> bool:
-    """True without ``--save-preproc``, else whether the run's smoothed BOLD derivative exists."""
-    if not cfg.execution.save_preproc:
+    """True without ``--save-preproc`` or for a T1w-only plan (no BOLD derivative to write), else
+    whether the run's smoothed BOLD derivative exists."""
+    if not cfg.execution.save_preproc or plan.bold is None:
         return True
     writer = DerivativesWriter(cfg.execution.output_dir)
     return bold_path(writer, plan.bold.entities, TEMPLATE_NAME, cfg.preproc.resolution_mm).is_file()
@@ -173,7 +174,8 @@ def _run_workflow(todo: dict[str, list[RunPlan]], cfg: RunConfig) -> None:
     work.mkdir(parents=True, exist_ok=True)
     plans = [plan for runs in todo.values() for plan in runs]
     check_free_space([work, ex.resolved_cache_dir], estimate_work_bytes(
-        {path for plan in plans for path in (plan.bold.path, plan.t1w, plan.pet.path if plan.pet else None) if path}))
+        {path for plan in plans for path in (plan.bold.path if plan.bold else None, plan.t1w,
+                                                plan.pet.path if plan.pet else None) if path}))
     wf = build_preproc_wf(todo, cfg, base_dir=work)
     plugin_args: dict[str, Any] = {}
     if ex.nipype_plugin == "MultiProc":

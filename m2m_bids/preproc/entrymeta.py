@@ -116,6 +116,7 @@ class EntryMeta(_Frozen):
     brain_voxels: int | None = Field(None, description="voxels of the entry's mask")
     shapes: dict[str, tuple[int, ...]] = Field(default_factory=dict,
                                                description="tensor shapes, images (X, Y, Z[, T])")
+    no_bold: str | None = Field(None, description="why a T1w-only entry has no BOLD (missing, too short, refused)")
 
     @property
     def affine(self) -> np.ndarray | None:
@@ -131,6 +132,11 @@ class EntryMeta(_Frozen):
     def repetition_time(self) -> float | None:
         """The run's TR in seconds (``None`` for a T1w-only entry)."""
         return self.bold.repetition_time if self.bold else None
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The image modalities the entry holds: ``("fmri", "smri")``, or ``("smri",)`` T1w-only."""
+        return tuple(m for m in ("fmri", "smri") if m in self.shapes)
 
     @property
     def task(self) -> str | None:

@@ -367,6 +367,31 @@ class StoreRun(_StepInterface):
                          maps=maps, **optional)
 
 
+class _StoreAnatIn(BaseInterfaceInputSpec):
+    key = traits.Str(mandatory=True)
+    cache_dir = traits.Str(mandatory=True)
+    meta = traits.Str(mandatory=True, desc="entry metadata as JSON")
+    t1w = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+    brain = File(exists=True, mandatory=True)
+    gm = File(exists=True, mandatory=True)
+    qc_anat = File(exists=True, mandatory=True)
+    pet = File(exists=True, desc="the session's PET on the grid (.npy), when it has one")
+
+
+class StoreAnat(_StepInterface):
+    """Store a session without usable BOLD as a T1w-only cache entry."""
+
+    input_spec, output_spec, _outputs_names = _StoreAnatIn, _StoreOut, ("entry_dir",)
+
+    def _step(self, out_dir):
+        from m2m_bids.preproc.sink import store_anat
+
+        i = self.inputs
+        return store_anat(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.brain, i.gm, i.qc_anat,
+                          pet=i.pet if isdefined(i.pet) else None)
+
+
 class _DerivIn(BaseInterfaceInputSpec):
     entry_dir = traits.Str(mandatory=True)
     info = traits.Str(mandatory=True, desc="naming/sidecar information as JSON")

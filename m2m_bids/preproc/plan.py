@@ -1,5 +1,9 @@
 """Planning: one :class:`RunPlan` per BOLD run, with its cache key, before any workflow is built.
 
+A session without usable BOLD (:attr:`~m2m_bids.bids.inputs.SessionInputs.no_bold`, kept only when
+the model needs no fMRI) gets one T1w-only plan (``bold`` is ``None``): its entry holds the sMRI
+tensor, the masks, the GM map and QC, no fMRI.
+
 Planning is cheap (headers and sidecars only), so a participant whose runs are all cached never
 builds or runs a nipype graph, and problems that can be seen from the headers (3D BOLD, too few
 volumes, no TR) are reported at once with the file and the fix.
@@ -19,6 +23,7 @@ from m2m_bids.bids.inputs import BoldRun, ParticipantInputs, PetImage, SessionIn
 from m2m_bids.config import ACCEPTANCE_ONLY, RunConfig
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import TensorCache
+from m2m_bids.preproc.content_hash import ContentHashes
 from m2m_bids.preproc.entrymeta import BoldRecord, EntryMeta, Geometry, Provenance
 from m2m_bids.preproc.fmriprep import FmriprepRun, find_fmriprep_dir, match_run
 from m2m_bids.preproc.grid import TEMPLATE_NAME, make_grid
@@ -35,7 +40,7 @@ class RunPlan:
 
     participant: str
     session: str | None
-    bold: BoldRun
+    bold: BoldRun | None  # None: a T1w-only plan
     t1w: Path
     t1w_entities: dict[str, str]
     key: str
@@ -46,7 +51,9 @@ class RunPlan:
 
     @property
     def name(self) -> str:
-        """A node-name-safe identifier of the run (task/acq/run entities)."""
+        """A node-name-safe identifier of the run (task/acq/run entities; ``anat`` T1w-only)."""
+        if self.bold is None:
+            return "anat"
         ents = self.bold.entities
         parts = [f"{k}_{ents[k]}" for k in ("task", "acquisition", "direction", "run", "echo") if ents.get(k)]
         return "_".join(parts).replace("-", "") or "bold"
@@ -91,10 +98,12 @@ def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[Run
     hashes = TensorCache(ex.resolved_cache_dir).content_hashes()
     plans: list[RunPlan] = []
     sessions: tuple[SessionInputs, ...] = participant.sessions
-    if not any(s.bold_runs for s in sessions):
+    if not any(s.bold_runs or s.no_bold for s in sessions):
         raise AppError(f"sub-{participant.label} has no BOLD run to preprocess", ExitCode.NO_INPUT,
                        path=str(ex.bids_dir / f"sub-{participant.label}"), hint="check -t/--task and the filters")
     for session in sessions:
+        if session.fmri_absent:
+            plans.append(_anat_plan(participant.label, session, cfg, params, hashes))
         for run in session.bold_runs:
             _check_bold_header(run, pp.min_volumes, pp.dummy_scans)
             prep = match_run(fmriprep_dir, run.path, run.entities) if fmriprep_dir else None
@@ -123,6 +132,27 @@ def plan_participant(participant: ParticipantInputs, cfg: RunConfig) -> list[Run
                                  t1w_entities=dict(session.t1w_entities) or _t1w_entities(run, session),
                                  key=key, meta=meta, fmriprep=prep, params=params, pet=session.pet))
     return plans
+
+
+def _anat_plan(label: str, session: SessionInputs, cfg: RunConfig, params: dict[str, Any],
+               hashes: ContentHashes) -> RunPlan:
+    """The T1w-only plan of a session without usable BOLD."""
+    pp = cfg.preproc
+    grid = make_grid(pp.resolution_mm, pp.grid_shape)
+    inputs: dict[str, Any] = {"t1w": session.t1w, "anat_only": True, "execution": reproducibility_inputs(cfg)}
+    if session.pet is not None:
+        inputs["pet"] = session.pet.path
+        inputs["pet_frame_durations"] = session.pet.frame_durations
+    meta = EntryMeta(
+        participant=label, session=session.session, no_bold=session.no_bold,
+        geometry=Geometry(affine=grid.affine.tolist(), grid_shape=list(grid.shape), space=TEMPLATE_NAME,
+                          resolution_mm=pp.resolution_mm),
+        provenance=Provenance(source_t1w=str(session.t1w),
+                              source_pet=str(session.pet.path) if session.pet is not None else None,
+                              preproc=params, params_hash=TensorCache.make_key({}, params), version=__version__))
+    entities = dict(session.t1w_entities) or {"subject": label, **({"session": session.session} if session.session else {})}
+    return RunPlan(participant=label, session=session.session, bold=None, t1w=session.t1w, t1w_entities=entities,
+                   key=TensorCache.make_key(inputs, params, hashes), meta=meta, params=params, pet=session.pet)
 
 
 def _t1w_entities(run: BoldRun, session: SessionInputs) -> dict[str, str]:

@@ -39,7 +39,7 @@ TABLE_SUFFIX = "_desc-regqc_table.tsv"
 def run_label(entry: CacheEntry) -> str:
     """``ses-X_task-Y_run-Z`` of an entry (its identity in the tables and messages)."""
     meta = entry.meta
-    parts = [f"ses-{meta.session}" if meta.session else "", f"task-{meta.task}",
+    parts = [f"ses-{meta.session}" if meta.session else "", f"task-{meta.task}" if meta.bold else "anat",
              f"run-{meta.run}" if meta.run else ""]
     return "_".join(p for p in parts if p)
 

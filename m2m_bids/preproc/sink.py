@@ -63,6 +63,25 @@ def store_run(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, bol
     return str(entry.path)
 
 
+def store_anat(key: str, cache_dir: str, meta_json: str, t1w: str, mask: str, brain_grid: str, gm: str,
+               qc_anat: str, pet: str | None = None) -> str:
+    """Write the T1w-only cache entry of a session without usable BOLD; returns its folder.
+
+    The same tensors as a run's entry except the BOLD ones: ``smri``, ``mask`` (the template brain
+    inside the T1w's field of view), ``brain_mask``, ``gm`` (and ``pet``), zero outside the mask.
+    """
+    planned = read_meta(meta_json)
+    run_mask = np.load(mask) > 0
+    tensors = {"smri": np.load(t1w), "mask": run_mask.astype(np.uint8),
+               "brain_mask": np.load(brain_grid).astype(np.uint8), "gm": np.load(gm) * run_mask}
+    if pet is not None:
+        tensors["pet"] = np.load(pet) * run_mask
+    meta = evolve(planned, qc=QCFigures(**json.loads(Path(qc_anat).read_text())), brain_voxels=int(run_mask.sum()))
+    entry = TensorCache(Path(cache_dir)).put(key, tensors, meta)
+    log.info("cached %s (T1w only: %s)", entry.key[:12], meta.no_bold)
+    return str(entry.path)
+
+
 def save_derivatives(entry_dir: str, deriv_json: str, t1w: str, mask: str, bold: str, motion: str,
                      stc_record: str, pet: str | None = None) -> list[str]:
     """``--save-preproc``: T1w, mask, smoothed BOLD (+ sidecars, confounds), the session's PET on

@@ -14,7 +14,8 @@ sink::
     PET -> frame average -> coregister to T1w (ANTs) -> resample once (PET->T1w o T1w->MNI) ──> cache
 
 ``maps``: GM probability of the grid T1w, mALFF/fALFF and the mean image of the smoothed BOLD
-(before the store node z-scores it); see :mod:`m2m_bids.preproc.maps`.
+(before the store node z-scores it); see :mod:`m2m_bids.preproc.maps`. A session without usable
+BOLD (T1w-only plan) runs the anatomical workflow (and its PET) into :func:`init_ds_anat_wf`.
 """
 
 from __future__ import annotations
@@ -219,6 +220,31 @@ def init_ds_run_wf(*, key: str, cache_dir: str, meta: EntryMeta, standardize: bo
     return wf
 
 
+def init_ds_anat_wf(*, key: str, cache_dir: str, meta: EntryMeta, resolution_mm: float, with_pet: bool = False,
+                    name: str = "ds_anat_wf") -> pe.Workflow:
+    """Outputs of a session without usable BOLD: the GM map and a T1w-only tensor-cache entry.
+
+    Inputs: ``t1w_grid``, ``mask_grid``, ``brain_grid``, ``qc_anat`` (and ``pet_grid`` ``with_pet``).
+    Outputs: ``entry_dir``.
+    """
+    wf = pe.Workflow(name=name)
+    fields = ["t1w_grid", "mask_grid", "brain_grid", "qc_anat"] + (["pet_grid"] if with_pet else [])
+    inputnode = pe.Node(IdentityInterface(fields=fields), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=["entry_dir"]), name="outputnode")
+    grey = pe.Node(ifc.GreyMatter(resolution_mm=resolution_mm), name="grey_matter", mem_gb=0.5)
+    store = pe.Node(ifc.StoreAnat(key=key, cache_dir=cache_dir, meta=entrymeta.dumps(meta)), name="store_cache",
+                    mem_gb=0.5)
+    store.overwrite = True  # cheap, and the cache (not nipype) decides whether work is needed
+    wf.connect([
+        (inputnode, grey, [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("brain_grid", "brain")]),
+        (inputnode, store, [("t1w_grid", "t1w"), ("mask_grid", "mask"), ("brain_grid", "brain"), ("qc_anat", "qc_anat")]
+         + ([("pet_grid", "pet")] if with_pet else [])),
+        (grey, store, [("gm", "gm")]),
+        (store, outputnode, [("entry_dir", "entry_dir")]),
+    ])
+    return wf
+
+
 def set_crashdump_dir(wf: pe.Workflow, crashdump_dir: Path) -> None:
     """Crash files of every node of ``wf`` (text, readable) go to ``crashdump_dir``."""
     for node_name in wf.list_node_names():
@@ -247,8 +273,31 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
             anat_wfs[session_key].inputs.inputnode.t1w = str(plan.t1w)
         return anat_wfs[session_key]
 
+    def session_pet_wf(plan: Any) -> pe.Workflow:
+        """The session's PET workflow (shared by its runs), built once on its raw-T1w workflow."""
+        pet_key = f"pet_{_safe(plan.session or 'nosession')}_wf"
+        if pet_key not in pet_wfs:
+            anat = session_anat_wf(plan)
+            pet_wfs[pet_key] = init_pet_wf(seed=ex.random_seed, name=pet_key, **grid)
+            pet_wfs[pet_key].inputs.inputnode.pet = str(plan.pet.path)
+            pet_wfs[pet_key].inputs.inputnode.frame_durations = plan.pet.frame_durations or []
+            wf.connect([(anat, pet_wfs[pet_key], [("outputnode.t1w_prepared", "inputnode.t1w_prepared"),
+                                                  ("outputnode.brain_prepared", "inputnode.brain_prepared"),
+                                                  ("outputnode.transform", "inputnode.transform"),
+                                                  ("outputnode.mask_grid", "inputnode.mask_grid")])])
+        return pet_wfs[pet_key]
+
     for plan in plans:
         run_name = f"{_safe(plan.session or 'nosession')}_{_safe(plan.name)}"
+        if plan.bold is None:  # T1w only: the session's anatomical workflow into a T1w-only entry
+            ds_anat = init_ds_anat_wf(key=plan.key, cache_dir=str(ex.resolved_cache_dir), meta=plan.meta,
+                                      resolution_mm=pp.resolution_mm, with_pet=plan.pet is not None,
+                                      name=f"ds_{run_name}_wf")
+            wf.connect([(session_anat_wf(plan), ds_anat, [(f"outputnode.{n}", f"inputnode.{n}") for n in
+                                                          ("t1w_grid", "mask_grid", "brain_grid", "qc_anat")])])
+            if plan.pet is not None:
+                wf.connect([(session_pet_wf(plan), ds_anat, [("outputnode.pet_grid", "inputnode.pet_grid")])])
+            continue
         ds = init_ds_run_wf(key=plan.key, cache_dir=str(ex.resolved_cache_dir), meta=plan.meta,
                             standardize=pp.standardize_bold,
                             derivatives=derivatives_info(plan, cfg) if ex.save_preproc else None,
@@ -256,17 +305,7 @@ def init_participant_wf(*, plans: list, cfg: Any, name: str) -> pe.Workflow:
                             alff_band_hz=list(pp.alff_band_hz), with_pet=plan.pet is not None,
                             raw=plan.fmriprep is None, name=f"ds_{run_name}_wf")
         if plan.pet is not None:  # PET always goes through the session's raw T1w (also with fMRIPrep BOLD)
-            pet_key = f"pet_{_safe(plan.session or 'nosession')}_wf"
-            if pet_key not in pet_wfs:
-                anat = session_anat_wf(plan)
-                pet_wfs[pet_key] = init_pet_wf(seed=ex.random_seed, name=pet_key, **grid)
-                pet_wfs[pet_key].inputs.inputnode.pet = str(plan.pet.path)
-                pet_wfs[pet_key].inputs.inputnode.frame_durations = plan.pet.frame_durations or []
-                wf.connect([(anat, pet_wfs[pet_key], [("outputnode.t1w_prepared", "inputnode.t1w_prepared"),
-                                                      ("outputnode.brain_prepared", "inputnode.brain_prepared"),
-                                                      ("outputnode.transform", "inputnode.transform"),
-                                                      ("outputnode.mask_grid", "inputnode.mask_grid")])])
-            wf.connect([(pet_wfs[pet_key], ds, [("outputnode.pet_grid", "inputnode.pet_grid")])])
+            wf.connect([(session_pet_wf(plan), ds, [("outputnode.pet_grid", "inputnode.pet_grid")])])
         gb = bold_size_gb(plan.bold.path)
         if plan.fmriprep is not None:
             fp = plan.fmriprep

@@ -42,7 +42,7 @@ def make_records(entries: list[EntryLike], labels: dict[str, int], tabular: dict
         p = participant_of(entry)
         if p not in tabular:
             continue
-        n_frames = int(entry.frames().shape[0])
+        n_frames = int(entry.frames().shape[0]) if "fmri" in entry.names else 0  # 0: T1w-only entry
         records.append(RunRecord(entry, p, labels.get(p, -1), tabular[p], n_frames))
     return records
 
