@@ -1,0 +1,149 @@
+"""sMRI-only participants: a usable T1w without usable BOLD is kept, T1w only, for models that read
+no BOLD (``--modalities smri tabular``) and refused, with the reason, by models that need fMRI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+from run_config import tiny_config  # noqa: E402
+from synth_cache import GRID, build_dataset, make_run  # noqa: E402
+
+from m2m_bids.bids.layout import collect_participants  # noqa: E402
+from m2m_bids.config import Execution, ModelCfg, Preproc, RunConfig  # noqa: E402
+from m2m_bids.exitcodes import ExitCode  # noqa: E402
+from m2m_bids.preproc.availability import needs_fmri, refuse_lacking, split_by_fmri  # noqa: E402
+from m2m_bids.preproc.cache import TensorCache  # noqa: E402
+from m2m_bids.preproc.entrymeta import EntryMeta, Geometry, Provenance  # noqa: E402
+from m2m_bids.preproc.plan import plan_participant  # noqa: E402
+from m2m_bids.testing import make_bids_dataset  # noqa: E402
+
+T1W_ONLY = {"anat": [{"suffix": "T1w"}]}
+SHORT_BOLD = {"anat": [{"suffix": "T1w"}], "func": [{"task": "rest", "suffix": "bold", "volumes": 5}]}
+
+
+def _dataset(root: Path) -> Path:
+    """sub-01 complete, sub-02 without BOLD, sub-03 with a 5-volume BOLD run."""
+    return make_bids_dataset(root, {"01": None, "02": T1W_ONLY, "03": SHORT_BOLD})
+
+
+def test_sessions_without_usable_bold_are_kept_t1w_only_when_no_fmri_is_needed(tmp_path: Path) -> None:
+    bids = _dataset(tmp_path / "bids")
+    ex = Execution(bids_dir=bids, output_dir=tmp_path / "out", analysis_level="participant")
+    found, problems = collect_participants(ex, Preproc(), scan_voxels=False)  # a model that needs fMRI
+    assert [p.label for p in found] == ["01"]
+    assert {(p.label, p.code) for p in problems} == {("02", ExitCode.NO_INPUT), ("03", ExitCode.DATA_ERROR)}
+
+    found, problems = collect_participants(ex, Preproc(), scan_voxels=False, anat_only=True)
+    assert problems == [] and [p.label for p in found] == ["01", "02", "03"]
+    sessions = {p.label: p.sessions[0] for p in found}
+    assert not sessions["01"].fmri_absent and sessions["01"].no_bold is None
+    assert sessions["02"].fmri_absent and sessions["02"].no_bold == "no BOLD run matches the selection"
+    assert sessions["03"].fmri_absent and "sub-03_task-rest_bold.nii.gz" in sessions["03"].no_bold
+    assert "5 volumes" in sessions["03"].no_bold
+
+    cfg = RunConfig(execution=ex.model_copy(update={"work_dir": tmp_path / "work"}),
+                    model=ModelCfg(modalities=["smri", "tabular"]))
+    plans = {p.label: plan_participant(p, cfg) for p in found}
+    (anat,) = plans["03"]
+    assert anat.bold is None and anat.name == "anat" and anat.meta.bold is None
+    assert anat.meta.no_bold == sessions["03"].no_bold and anat.meta.provenance.source_bold is None
+    assert anat.key != plans["02"][0].key and plans["01"][0].bold is not None
+
+
+def _t1w_only_entry(cache: TensorCache, participant: str, reason: str, session: str | None = None):
+    run = make_run(np.random.default_rng(int(participant)), 0, 4, 0.0)
+    affine = [[6.0, 0, 0, -45.0], [0, 6.0, 0, -63.0], [0, 0, 6.0, -36.0], [0, 0, 0, 1.0]]
+    meta = EntryMeta(participant=participant, session=session, no_bold=reason,
+                     geometry=Geometry(affine=affine, grid_shape=(GRID,) * 3, resolution_mm=6.0),
+                     provenance=Provenance(source_t1w=f"/bids/sub-{participant}/anat/sub-{participant}_T1w.nii.gz"))
+    return cache.put(TensorCache.make_key({"p": participant, "s": session}, {"anat_only": True}),
+                     {"smri": run["smri"], "mask": run["mask"]}, meta)
+
+
+def test_models_that_need_fmri_refuse_t1w_only_participants_with_the_reason(tmp_path: Path) -> None:
+    cache = TensorCache(tmp_path / "cache")
+    entries, _ = build_dataset(cache, n_per_class=2, frames=4)  # 01-04 with BOLD; 03 has two sessions
+    short = _t1w_only_entry(cache, "05", "sub-05_task-rest_bold.nii.gz: the BOLD run has 5 volumes")
+    extra = _t1w_only_entry(cache, "03", "no BOLD run matches the selection", session="3")
+    assert short.names == ["mask", "smri"] and short.meta.modalities == ("smri",)
+    assert entries[0].meta.modalities == ("fmri", "smri")
+    usable, lacking = split_by_fmri([*entries, short, extra])
+    assert usable == entries and lacking == [short, extra]
+
+    kept, refused = refuse_lacking([*entries, short, extra], ["fmri"], "the model m2m@abc")
+    assert kept == entries and list(refused) == ["05"]  # sub-03 keeps its sessions with BOLD
+    error = refused["05"]
+    assert error.code == ExitCode.DATA_ERROR == 65
+    assert "sub-05 has no usable BOLD" in error.message and "5 volumes" in error.message
+    assert "the model m2m@abc needs fmri" in error.message and "--modalities smri tabular" in error.hint
+    assert refuse_lacking([short], [], "an sMRI model") == ([short], {})
+
+    assert needs_fmri(tiny_config(tmp_path)) and not needs_fmri(
+        tiny_config(tmp_path).model_copy(update={"model": ModelCfg(modalities=["smri", "tabular"])}))
+    assert needs_fmri(tiny_config(tmp_path).model_copy(update={"model": ModelCfg(arch="connectome-logreg",
+                                                                                 modalities=["smri"])}))
+
+
+def test_smri_tabular_model_trains_on_and_predicts_for_t1w_only_participants(tmp_path: Path) -> None:
+    from m2m_bids.interpret.api import apply_model
+    from m2m_bids.training.api import train_group
+
+    cache = TensorCache(tmp_path / "cache")
+    entries, phenotype = build_dataset(cache, n_per_class=4, frames=4, effect=4.0)
+    t1w_only = [_t1w_only_entry(cache, p, "no BOLD run matches the selection") for p in ("09", "10")]
+    phenotype.loc["09"] = {"diagnosis": "CN", "age": 70.0, "sex": "F"}
+    phenotype.loc["10"] = {"diagnosis": "AD", "age": 72.0, "sex": "M"}
+    base = tiny_config(tmp_path, folds=2, epochs=2)
+    cfg = base.model_copy(update={"model": base.model.model_copy(update={"modalities": ["smri", "tabular"]})})
+    result = train_group([*entries, *t1w_only], phenotype, cfg, cfg.execution.output_dir)
+    oof = pd.read_csv(cfg.execution.output_dir / "group" / "oof-predictions.tsv", sep="\t")
+    assert {"sub-09", "sub-10"} <= set(oof["participant_id"])
+
+    applied = cfg.model_copy(update={"execution": cfg.execution.model_copy(
+        update={"analysis_level": "participant", "allow_training_participants": True,
+                "output_dir": tmp_path / "applied"})})
+    assert apply_model(result.bundle_dir, t1w_only[:1], applied) == {}
+    table = pd.read_csv(tmp_path / "applied" / "predictions.tsv", sep="\t")
+    assert list(table["participant_id"]) == ["sub-09"] and list(table["modalities"]) == ["smri+tabular"]
+    sidecar = json.loads((tmp_path / "applied" / "predictions.json").read_text())
+    assert "modalities" in sidecar
+
+
+@pytest.mark.slow
+def test_cli_group_level_smri_only_and_fmri_refusal(tmp_path: Path) -> None:
+    """Whole app on raw BIDS: participants without usable BOLD join an sMRI + tabular model; a
+    model that needs fMRI refuses them by name (exit 65 when only short BOLD is left out)."""
+    diagnosis = {f"{i:02d}": {"diagnosis": ["CN", "AD"][i % 2], "age": 60 + i} for i in range(1, 7)}
+    subjects = {label: None for label in diagnosis}
+    subjects["05"] = SHORT_BOLD
+    subjects["06"] = SHORT_BOLD
+    bids = make_bids_dataset(tmp_path / "bids", subjects, participants=diagnosis)
+    common = ["--skip-bids-validation", "--preset", "tiny", "--nprocs", "2", "--epochs", "2", "--folds", "2",
+              "--tabular-columns", "age", "--work-dir", str(tmp_path / "work")]
+
+    def run(out: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "m2m_bids", str(bids), str(tmp_path / out), "group", *common,
+                               *extra], capture_output=True, text=True, timeout=900, check=False,
+                              env={**os.environ, "TMPDIR": str(tmp_path)})
+
+    smri = run("smri", "--modalities", "smri", "tabular")
+    assert smri.returncode == 0, smri.stderr[-3000:]
+    oof = pd.read_csv(tmp_path / "smri" / "group" / "oof-predictions.tsv", sep="\t")
+    assert {"sub-05", "sub-06"} <= set(oof["participant_id"])
+    card = json.loads((tmp_path / "smri" / "models" / "model-m2m" / "model-card.json").read_text())
+    assert len(card["cache"]["keys"]) == 6
+
+    fmri = run("fmri")
+    assert fmri.returncode == ExitCode.DATA_ERROR, fmri.stderr[-3000:]
+    assert "sub-05" in fmri.stderr and "at least" in fmri.stderr
+    card = json.loads((tmp_path / "fmri" / "models" / "model-m2m" / "model-card.json").read_text())
+    assert len(card["cache"]["keys"]) == 4
