@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
 from m2m_bids.preproc.cache_cleanup import remove_stale_temporaries
+from m2m_bids.preproc.availability import needs_fmri
 from m2m_bids.preproc.diskspace import GuardedMultiProcPlugin, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
@@ -73,13 +74,37 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
             results[participant.label] = ParticipantResult(participant.label, entries=list(hits), cached=True)
         else:
             todo[participant.label] = plans
-    if todo:
+    while todo:
         _run_workflow(todo, cfg)
         for label, plans in todo.items():
             results[label] = _collect(label, plans, cache, cfg)
+        todo = _retry_t1w_only(participants, results, cfg) if not needs_fmri(cfg) else {}
     ordered = [results[p.label] for p in participants]
     _quality_control(ordered, cfg)
     return ordered
+
+
+def _retry_t1w_only(participants: list[ParticipantInputs], results: dict[str, ParticipantResult],
+                    cfg: RunConfig) -> dict[str, list[RunPlan]]:
+    """Plans of the participants refused because of one BOLD run (motion QC, slice timing, ...),
+    without that run, for a model that needs no fMRI: a session left without runs is cached T1w-only
+    with the refusal as its reason. The nipype work directory keeps the finished T1w steps."""
+    todo: dict[str, list[RunPlan]] = {}
+    for participant in participants:
+        error = results[participant.label].error
+        if error is None or error.code is not ExitCode.DATA_ERROR or not error.path:
+            continue
+        sessions = []
+        for session in participant.sessions:
+            runs = tuple(run for run in session.bold_runs if str(run.path) != error.path)
+            if len(runs) < len(session.bold_runs):
+                log.warning("sub-%s: BOLD run %s left out (the model needs no fMRI): %s", participant.label,
+                            error.path, error.message)
+                session = replace(session, bold_runs=runs, no_bold=session.no_bold if runs else error.message)
+            sessions.append(session)
+        if tuple(sessions) != participant.sessions:
+            todo[participant.label] = plan_participant(replace(participant, sessions=tuple(sessions)), cfg)
+    return todo
 
 
 def _quality_control(results: list[ParticipantResult], cfg: RunConfig) -> None:

@@ -147,3 +147,28 @@ def test_cli_group_level_smri_only_and_fmri_refusal(tmp_path: Path) -> None:
     assert "sub-05" in fmri.stderr and "at least" in fmri.stderr
     card = json.loads((tmp_path / "fmri" / "models" / "model-m2m" / "model-card.json").read_text())
     assert len(card["cache"]["keys"]) == 4
+
+
+@pytest.mark.slow
+def test_bold_refused_by_motion_qc_leaves_a_t1w_only_entry_for_an_smri_model(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import rigid_matrix, tiny_config as preproc_config, write_description, write_participant
+
+    from m2m_bids.preproc.api import preprocess_participants
+
+    def motion_config(bids: Path, out: Path, modalities: list[str]) -> RunConfig:
+        cfg = preproc_config(bids, out, max_fd_mm=1.0, execution={"nipype_plugin": "Linear"})
+        return cfg.model_copy(update={"model": ModelCfg(modalities=modalities)})
+
+    bids = tmp_path / "bids"
+    write_description(bids)
+    motion = np.zeros((12, 6))
+    motion[6:, 0] = 2.0  # a 2 mm jump: beyond max_fd_mm = 1
+    jumpy = write_participant(bids, "01", t1_pull=rigid_matrix((3, -2, 2), (3, -2, 2)), n_volumes=12, motion=motion)
+    (result,) = preprocess_participants([jumpy], motion_config(bids, tmp_path / "fmri", ["fmri", "smri"]))
+    assert result.error is not None and "implausible head motion" in result.error.message
+    (result,) = preprocess_participants([jumpy], motion_config(bids, tmp_path / "smri", ["smri", "tabular"]))
+    assert result.error is None and len(result.entries) == 1
+    entry = result.entries[0]
+    assert entry.names == ["brain_mask", "gm", "mask", "smri"] and entry.meta.bold is None
+    assert "implausible head motion" in entry.meta.no_bold and entry.meta.qc.template_correlation > 0.5
