@@ -196,7 +196,7 @@ def test_preprocessing_mismatch_exits_65_naming_what_differs(trained):
     assert "classical-model.json" in failures["31"].render()
 
     entry = held_out[1]  # a cache entry made on another grid
-    geometry = entry.meta.geometry.model_copy(update={"affine": (np.eye(4) * 3).tolist()})
+    geometry = type(entry.meta.geometry)(**{**entry.meta.geometry.model_dump(), "affine": (np.eye(4) * 3).tolist()})
     moved = replace(entry, meta=evolve(entry.meta, geometry=geometry))
     failures = apply_classical(bundle, [moved], participant_config(cfg))
     assert failures["32"].code == ExitCode.DATA_ERROR and "affine" in failures["32"].message

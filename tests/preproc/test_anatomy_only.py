@@ -4,8 +4,6 @@ no BOLD (``--modalities smri tabular``) and refused, with the reason, by models 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -119,56 +117,40 @@ def test_smri_tabular_model_trains_on_and_predicts_for_t1w_only_participants(tmp
 
 
 @pytest.mark.slow
-def test_cli_group_level_smri_only_and_fmri_refusal(tmp_path: Path) -> None:
-    """Whole app on raw BIDS: participants without usable BOLD join an sMRI + tabular model; a
-    model that needs fMRI refuses them by name (exit 65 when only short BOLD is left out)."""
-    diagnosis = {f"{i:02d}": {"diagnosis": ["CN", "AD"][i % 2], "age": 60 + i} for i in range(1, 7)}
-    subjects = {label: None for label in diagnosis}
-    subjects["05"] = SHORT_BOLD
-    subjects["06"] = SHORT_BOLD
-    bids = make_bids_dataset(tmp_path / "bids", subjects, participants=diagnosis)
-    common = ["--skip-bids-validation", "--preset", "tiny", "--nprocs", "2", "--epochs", "2", "--folds", "2",
-              "--tabular-columns", "age", "--work-dir", str(tmp_path / "work")]
-
-    def run(out: str, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "m2m_bids", str(bids), str(tmp_path / out), "group", *common,
-                               *extra], capture_output=True, text=True, timeout=900, check=False,
-                              env={**os.environ, "TMPDIR": str(tmp_path)})
-
-    smri = run("smri", "--modalities", "smri", "tabular")
-    assert smri.returncode == 0, smri.stderr[-3000:]
-    oof = pd.read_csv(tmp_path / "smri" / "group" / "oof-predictions.tsv", sep="\t")
-    assert {"sub-05", "sub-06"} <= set(oof["participant_id"])
-    card = json.loads((tmp_path / "smri" / "models" / "model-m2m" / "model-card.json").read_text())
-    assert len(card["cache"]["keys"]) == 6
-
-    fmri = run("fmri")
-    assert fmri.returncode == ExitCode.DATA_ERROR, fmri.stderr[-3000:]
-    assert "sub-05" in fmri.stderr and "at least" in fmri.stderr
-    card = json.loads((tmp_path / "fmri" / "models" / "model-m2m" / "model-card.json").read_text())
-    assert len(card["cache"]["keys"]) == 4
-
-
-@pytest.mark.slow
-def test_bold_refused_by_motion_qc_leaves_a_t1w_only_entry_for_an_smri_model(tmp_path: Path) -> None:
+def test_missing_and_motion_refused_bold_leave_t1w_only_entries_for_an_smri_model(tmp_path: Path) -> None:
+    """Whole preprocessing on realistic participants: sub-01's BOLD is refused by motion QC, sub-03
+    has none; with an sMRI + tabular model both are cached T1w-only with the reason, sub-02 whole."""
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers import rigid_matrix, tiny_config as preproc_config, write_description, write_participant
 
     from m2m_bids.preproc.api import preprocess_participants
 
-    def motion_config(bids: Path, out: Path, modalities: list[str]) -> RunConfig:
-        cfg = preproc_config(bids, out, max_fd_mm=1.0, execution={"nipype_plugin": "Linear"})
-        return cfg.model_copy(update={"model": ModelCfg(modalities=modalities)})
-
     bids = tmp_path / "bids"
     write_description(bids)
     motion = np.zeros((12, 6))
     motion[6:, 0] = 2.0  # a 2 mm jump: beyond max_fd_mm = 1
-    jumpy = write_participant(bids, "01", t1_pull=rigid_matrix((3, -2, 2), (3, -2, 2)), n_volumes=12, motion=motion)
-    (result,) = preprocess_participants([jumpy], motion_config(bids, tmp_path / "fmri", ["fmri", "smri"]))
-    assert result.error is not None and "implausible head motion" in result.error.message
-    (result,) = preprocess_participants([jumpy], motion_config(bids, tmp_path / "smri", ["smri", "tabular"]))
-    assert result.error is None and len(result.entries) == 1
-    entry = result.entries[0]
-    assert entry.names == ["brain_mask", "gm", "mask", "smri"] and entry.meta.bold is None
-    assert "implausible head motion" in entry.meta.no_bold and entry.meta.qc.template_correlation > 0.5
+    write_participant(bids, "01", t1_pull=rigid_matrix((3, -2, 2), (3, -2, 2)), n_volumes=12, motion=motion)
+    write_participant(bids, "02", t1_pull=np.eye(4), n_volumes=12, rng_seed=2)
+    write_participant(bids, "03", t1_pull=np.eye(4), n_volumes=12, rng_seed=3)
+    for file in (bids / "sub-03" / "func").iterdir():
+        file.unlink()
+    cfg = preproc_config(bids, tmp_path / "out", max_fd_mm=1.0, execution={"nipype_plugin": "Linear"})
+    cfg = cfg.model_copy(update={"model": ModelCfg(modalities=["smri", "tabular"])})
+    participants, problems = collect_participants(cfg.execution, cfg.preproc, scan_voxels=False, anat_only=True)
+    assert problems == [] and [p.label for p in participants] == ["01", "02", "03"]
+
+    results = {r.label: r for r in preprocess_participants(participants, cfg)}
+    assert all(r.error is None and len(r.entries) == 1 for r in results.values()), results
+    moved, whole, absent = (results[label].entries[0] for label in ("01", "02", "03"))
+    assert "fmri" in whole.names and whole.meta.no_bold is None
+    for entry in (moved, absent):
+        assert entry.names == ["brain_mask", "gm", "mask", "smri"] and entry.meta.bold is None
+        assert entry.meta.qc.template_correlation > 0.5 and entry.meta.qc.bold_t1w_cost is None
+    assert "implausible head motion" in moved.meta.no_bold
+    assert absent.meta.no_bold == "no BOLD run matches the selection"
+    qc_table = pd.read_csv(tmp_path / "out" / "group" / "desc-regqc_table.tsv", sep="\t")
+    assert set(qc_table["run"]) == {"anat", "task-rest"} and qc_table["passed"].all()
+
+    kept, refused = refuse_lacking([moved, whole, absent], ["fmri"], "the model")
+    assert kept == [whole] and sorted(refused) == ["01", "03"]
+    assert "implausible head motion" in refused["01"].message
