@@ -339,7 +339,8 @@ def _participant_inputs(layout: Any, label: str, files: tuple[list[Any], list[An
             if not issues and n_vols is not None and tr is not None:
                 runs.append(BoldRun(Path(f.path), _name_entities(f), dict(metadata), n_vols, tr))
         for issue in unusable:
-            log.warning("sub-%s: BOLD run left out (the model needs no fMRI): %s (%s)", label, issue.message, issue.path)
+            log.warning("sub-%s: BOLD run left out (the model needs no fMRI): %s (%s)", label, issue.message,
+                        issue.path)
         no_bold = None
         if not runs:
             no_bold = ("; ".join(f"{Path(i.path or '').name}: {i.message}" for i in unusable)

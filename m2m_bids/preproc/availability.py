@@ -42,7 +42,8 @@ def split_by_fmri(entries: Sequence[_Entry], required: Iterable[str] = ("fmri",)
     return usable, [e for e in entries if not needed <= set(e.names)]
 
 
-def refuse_lacking(entries: Sequence[_Entry], required: Iterable[str], user: str) -> tuple[list[Any], dict[str, AppError]]:
+def refuse_lacking(entries: Sequence[_Entry], required: Iterable[str],
+                   user: str) -> tuple[list[Any], dict[str, AppError]]:
     """The entries ``user`` (a model, in words) can use, and one refusal (exit 65) per participant
     left with none. A participant that keeps some entries (another session with BOLD) is not refused."""
     needed = sorted(set(required))

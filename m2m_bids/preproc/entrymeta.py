@@ -94,7 +94,7 @@ class QCFigures(_Frozen):
     brain_dice: float | None = None
     template_coverage: float | None = None
     bold_t1w_cost: float | None = None
-    already_skull_stripped: bool | None = Field(None, description="the T1w came without skull (brain extraction kept it)")
+    already_skull_stripped: bool | None = Field(None, description="the T1w came skull-stripped (kept as it was)")
     brain_volume_ml: float | None = None
 
     def present(self) -> dict[str, float | bool]:

@@ -150,7 +150,8 @@ def _anat_plan(label: str, session: SessionInputs, cfg: RunConfig, params: dict[
         provenance=Provenance(source_t1w=str(session.t1w),
                               source_pet=str(session.pet.path) if session.pet is not None else None,
                               preproc=params, params_hash=TensorCache.make_key({}, params), version=__version__))
-    entities = dict(session.t1w_entities) or {"subject": label, **({"session": session.session} if session.session else {})}
+    entities = dict(session.t1w_entities) or {"subject": label,
+                                              **({"session": session.session} if session.session else {})}
     return RunPlan(participant=label, session=session.session, bold=None, t1w=session.t1w, t1w_entities=entities,
                    key=TensorCache.make_key(inputs, params, hashes), meta=meta, params=params, pet=session.pet)
 
