@@ -45,9 +45,9 @@ from m2m_bids.interpret.bundle import CardBacked, entry_preproc, preproc_differe
 from m2m_bids.interpret.maps import relative_to_uniform, to_nifti
 from m2m_bids.interpret.naming import Namer, res_label
 from m2m_bids.interpret.predictions import write_tsv
+from m2m_bids.preproc.availability import refuse_lacking
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.participant import MapView, SessionView, render_participant
-from m2m_bids.preproc.availability import refuse_lacking
 
 log = logging.getLogger(__name__)
 

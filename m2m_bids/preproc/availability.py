@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from m2m_bids.classical.registry import ARCHS as CLASSICAL_ARCHS
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.entrymeta import EntryMeta
 
@@ -31,8 +30,9 @@ class _Entry(Protocol):
 
 def needs_fmri(cfg: Any) -> bool:
     """Whether the configured model reads BOLD: ``fmri`` among ``--modalities``, or a classical
-    connectome baseline (functional connectivity is its main feature)."""
-    return "fmri" in cfg.model.modalities or cfg.model.arch in CLASSICAL_ARCHS
+    connectome baseline (functional connectivity is its main feature; its archs are the ones whose
+    names start with ``connectome-``, :mod:`m2m_bids.classical.registry`)."""
+    return "fmri" in cfg.model.modalities or str(cfg.model.arch).startswith("connectome-")
 
 
 def split_by_fmri(entries: Sequence[_Entry], required: Iterable[str] = ("fmri",)) -> tuple[list[Any], list[Any]]:

@@ -16,7 +16,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 
 from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 from m2m_bids.preproc.fmriprep import fmriprep_to_grid
-from m2m_bids.preproc.sink import save_derivatives, store_run
+from m2m_bids.preproc.sink import save_derivatives, store_anat, store_run
 from m2m_bids.preproc.steps import (bold_maps, bold_motion, bold_prepare, bold_slice_timing, bold_to_grid,
                                     grey_matter_grid, pet_prepare, pet_to_grid, rigid_coregister, smooth_grid,
                                     t1w_prepare, t1w_register, t1w_to_grid)
@@ -385,8 +385,6 @@ class StoreAnat(_StepInterface):
     input_spec, output_spec, _outputs_names = _StoreAnatIn, _StoreOut, ("entry_dir",)
 
     def _step(self, out_dir):
-        from m2m_bids.preproc.sink import store_anat
-
         i = self.inputs
         return store_anat(i.key, i.cache_dir, i.meta, i.t1w, i.mask, i.brain, i.gm, i.qc_anat,
                           pet=i.pet if isdefined(i.pet) else None)
