@@ -48,6 +48,8 @@ class Backend:
     train: TrainFn
     apply: ApplyFn
     explain_group: ExplainFn | None
+    #: the model reads BOLD whatever ``--modalities`` says (functional connectivity is its main feature)
+    always_reads_bold: bool = False
 
 
 def _train_torch(entries: list[Any], phenotype: pd.DataFrame, cfg: RunConfig, output_dir: Path) -> GroupResult:
@@ -84,7 +86,7 @@ TORCH = Backend(name="torch", archs=frozenset(list_models()), card_file=TORCH_CA
                 train=_train_torch, apply=_apply_torch, explain_group=_explain_torch)
 CLASSICAL = Backend(name="classical", archs=frozenset(classical_registry.list_archs()),
                     card_file=classical_registry.CARD_FILE, train=_train_classical, apply=_apply_classical,
-                    explain_group=None)
+                    explain_group=None, always_reads_bold=True)
 BACKENDS: tuple[Backend, ...] = (TORCH, CLASSICAL)
 
 
@@ -99,6 +101,12 @@ def backend_of_arch(arch: str) -> Backend:
         if arch in backend.archs:
             return backend
     raise KeyError(f"unknown arch {arch!r}; choose one of {known_archs()}")
+
+
+def needs_fmri(cfg: RunConfig) -> bool:
+    """Whether the configured model reads BOLD: ``fmri`` among ``--modalities``, or a backend whose
+    models always read it. Participants without usable BOLD are kept T1w-only exactly when it is False."""
+    return backend_of_arch(cfg.model.arch).always_reads_bold or "fmri" in cfg.model.modalities
 
 
 def bundle_card(model_dir: Path) -> Path | None:

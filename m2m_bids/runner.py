@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from m2m_bids import __version__
-from m2m_bids.backends import backend_of_arch, backend_of_bundle
+from m2m_bids.backends import backend_of_arch, backend_of_bundle, needs_fmri
 from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.bids.inputs import ParticipantInputs
 from m2m_bids.bids.layout import collect_participants
@@ -29,7 +29,7 @@ from m2m_bids.bids.validator import validate_bids_dir
 from m2m_bids.config import AnalysisLevel, RunConfig, seed_everything
 from m2m_bids.exitcodes import FULL_ERRNOS, AppError, ExitCode
 from m2m_bids.preflight import resolve_bundle
-from m2m_bids.preproc.availability import needs_fmri, refuse_lacking
+from m2m_bids.preproc.availability import refuse_lacking
 from m2m_bids.runtime import configure_caches, configure_threads, is_main_process, setup_logging
 from m2m_bids.training.labels import check_rule_columns
 
@@ -214,7 +214,7 @@ def _preprocess(cfg: RunConfig, participants: list[ParticipantInputs], outcome: 
     from m2m_bids.preproc.api import preprocess_participants
 
     entries = []
-    for result in preprocess_participants(participants, cfg):
+    for result in preprocess_participants(participants, cfg, t1w_only_ok=not needs_fmri(cfg)):
         if result.error is not None:
             outcome.fail(result.label, result.error, cfg.execution.stop_on_first_crash)
             continue

@@ -175,7 +175,7 @@ def collect_participants(execution: Execution, preproc: Preproc, *, scan_voxels:
                          anat_only: bool = False) -> tuple[list[ParticipantInputs], list[ParticipantProblem]]:
     """Select participants and gather their checked inputs; problems are returned, not raised.
 
-    ``anat_only`` (the model needs no fMRI, :func:`m2m_bids.preproc.availability.needs_fmri`): a
+    ``anat_only`` (the model needs no fMRI, :func:`m2m_bids.backends.needs_fmri`): a
     usable T1w is enough. A session whose BOLD is missing or unusable (too short, unreadable, ...)
     is kept T1w-only with the reason (:attr:`SessionInputs.no_bold`, logged as a warning) instead of
     refusing the participant.

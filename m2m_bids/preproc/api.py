@@ -26,7 +26,6 @@ from m2m_bids.preproc.progress import NodeProgress
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.cache import CacheEntry, TensorCache
 from m2m_bids.preproc.cache_cleanup import remove_stale_temporaries
-from m2m_bids.preproc.availability import needs_fmri
 from m2m_bids.preproc.diskspace import GuardedMultiProcPlugin, check_free_space, estimate_work_bytes
 from m2m_bids.preproc.grid import TEMPLATE_NAME
 from m2m_bids.preproc.interfaces import ERROR_MARKER
@@ -54,8 +53,12 @@ class ParticipantResult:
     cached: bool = False
 
 
-def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfig) -> list[ParticipantResult]:
-    """Preprocess (or take from the cache) every participant; one result per participant, in order."""
+def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfig,
+                            t1w_only_ok: bool = False) -> list[ParticipantResult]:
+    """Preprocess (or take from the cache) every participant; one result per participant, in order.
+
+    ``t1w_only_ok``: the model reads no BOLD (:func:`m2m_bids.backends.needs_fmri` is False), so a
+    participant refused because of one BOLD run is preprocessed again without it, T1w-only."""
     cache = TensorCache(cfg.execution.resolved_cache_dir)
     remove_stale_temporaries(cache.root)
     results: dict[str, ParticipantResult] = {}
@@ -78,7 +81,7 @@ def preprocess_participants(participants: list[ParticipantInputs], cfg: RunConfi
         _run_workflow(todo, cfg)
         for label, plans in todo.items():
             results[label] = _collect(label, plans, cache, cfg)
-        todo = _retry_t1w_only(participants, results, cfg) if not needs_fmri(cfg) else {}
+        todo = _retry_t1w_only(participants, results, cfg) if t1w_only_ok else {}
     ordered = [results[p.label] for p in participants]
     _quality_control(ordered, cfg)
     return ordered

@@ -28,13 +28,6 @@ class _Entry(Protocol):
     def names(self) -> list[str]: ...
 
 
-def needs_fmri(cfg: Any) -> bool:
-    """Whether the configured model reads BOLD: ``fmri`` among ``--modalities``, or a classical
-    connectome baseline (functional connectivity is its main feature; its archs are the ones whose
-    names start with ``connectome-``, :mod:`m2m_bids.classical.registry`)."""
-    return "fmri" in cfg.model.modalities or str(cfg.model.arch).startswith("connectome-")
-
-
 def split_by_fmri(entries: Sequence[_Entry], required: Iterable[str] = ("fmri",)) -> tuple[list[Any], list[Any]]:
     """``(usable, lacking)``: the entries holding every tensor in ``required``, and the others."""
     needed = set(required)

@@ -15,10 +15,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
 from run_config import tiny_config  # noqa: E402
 from synth_cache import GRID, build_dataset, make_run  # noqa: E402
 
+from m2m_bids.backends import needs_fmri  # noqa: E402
 from m2m_bids.bids.layout import collect_participants  # noqa: E402
 from m2m_bids.config import Execution, ModelCfg, Preproc, RunConfig  # noqa: E402
 from m2m_bids.exitcodes import ExitCode  # noqa: E402
-from m2m_bids.preproc.availability import needs_fmri, refuse_lacking, split_by_fmri  # noqa: E402
+from m2m_bids.preproc.availability import refuse_lacking, split_by_fmri  # noqa: E402
 from m2m_bids.preproc.cache import TensorCache  # noqa: E402
 from m2m_bids.preproc.entrymeta import EntryMeta, Geometry, Provenance  # noqa: E402
 from m2m_bids.preproc.plan import plan_participant  # noqa: E402
@@ -139,7 +140,7 @@ def test_missing_and_motion_refused_bold_leave_t1w_only_entries_for_an_smri_mode
     participants, problems = collect_participants(cfg.execution, cfg.preproc, scan_voxels=False, anat_only=True)
     assert problems == [] and [p.label for p in participants] == ["01", "02", "03"]
 
-    results = {r.label: r for r in preprocess_participants(participants, cfg)}
+    results = {r.label: r for r in preprocess_participants(participants, cfg, t1w_only_ok=True)}
     assert all(r.error is None and len(r.entries) == 1 for r in results.values()), results
     moved, whole, absent = (results[label].entries[0] for label in ("01", "02", "03"))
     assert "fmri" in whole.names and whole.meta.no_bold is None
