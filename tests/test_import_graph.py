@@ -46,6 +46,22 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
 }
 
 
+#: The layers of docs/architecture.md, bottom first: a package may import its own layer (the cycle
+#: tests keep that acyclic) and the layers below, never one above.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("m2m_bids", "exitcodes", "io_utils", "runtime", "entity_labels", "label_rule", "model_identity",
+     "textinput", "atlases", "testing"),
+    ("models",),
+    ("config", "synth"),
+    ("bids",),
+    ("preproc", "reports"),
+    ("model_inputs",),
+    ("training", "interpret", "classical"),
+    ("backends", "preflight"),
+    ("runner",),
+    ("cli", "demo", "__main__"),
+)
+
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -179,3 +195,22 @@ def test_command_line_start_up_loads_no_heavy_library() -> None:
             "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'nipype', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _layer(package: str) -> int:
+    short = package.removeprefix("m2m_bids.")
+    return next(i for i, names in enumerate(LAYERS) if short in names)
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {_package_of(name) for name in _modules()}
+    missing = sorted(p for p in packages if not any(p.removeprefix("m2m_bids.") in names for names in LAYERS))
+    assert not missing, f"add to LAYERS (and docs/architecture.md): {missing}"
+
+
+def test_packages_import_only_their_layer_and_below() -> None:
+    """The map in docs/architecture.md holds: no stage reaches up (preprocessing never imports
+    training, models never import the data pipeline)."""
+    upward = sorted({(_package_of(a), _package_of(b)) for a, b, _ in _imports(_modules())
+                     if _layer(_package_of(b)) > _layer(_package_of(a))})
+    assert not upward, "imports that reach up a layer:\n" + "\n".join(f"  {a} -> {b}" for a, b in upward)
