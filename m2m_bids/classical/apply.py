@@ -39,12 +39,13 @@ from m2m_bids.classical.registry import CARD_FILE
 from m2m_bids.config import RunConfig
 from m2m_bids.bids.derivatives import DerivativesWriter
 from m2m_bids.exitcodes import AppError, ExitCode
-from m2m_bids.interpret.application import apply_each, check_leakage, participant_of, session_of
+from m2m_bids.interpret.application import apply_each, check_leakage, session_of
 from m2m_bids.interpret.atlas_tables import parcellate, top_regions
 from m2m_bids.interpret.bundle import CardBacked, entry_preproc, preproc_differences, refuse_mismatch
 from m2m_bids.interpret.maps import relative_to_uniform, to_nifti
 from m2m_bids.interpret.naming import Namer, res_label
 from m2m_bids.interpret.predictions import write_tsv
+from m2m_bids.model_inputs.windows import participant_of
 from m2m_bids.preproc.availability import refuse_lacking
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.participant import MapView, SessionView, render_participant

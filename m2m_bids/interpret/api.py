@@ -25,13 +25,14 @@ from m2m_bids import atlases
 from m2m_bids.bids.participants import read_participants
 from m2m_bids.config import RunConfig
 from m2m_bids.exitcodes import AppError
-from m2m_bids.interpret.application import apply_each, check_leakage, participant_of, session_of
+from m2m_bids.interpret.application import apply_each, check_leakage, session_of
 from m2m_bids.interpret.atlas_tables import atlas_on_grid
 from m2m_bids.interpret.bundle import Bundle, check_entry, load_bundle
 from m2m_bids.interpret.inference import score_run
 from m2m_bids.interpret.naming import res_label
 from m2m_bids.interpret.participant import AtlasGrid, Context, apply_session
 from m2m_bids.model_inputs.tabular import TabularEncoder, feature_rows
+from m2m_bids.model_inputs.windows import participant_of
 from m2m_bids.models.registry import input_maps, input_modalities
 from m2m_bids.preproc.availability import BOLD_TENSORS, refuse_lacking
 from m2m_bids.reports.participant import render_participant

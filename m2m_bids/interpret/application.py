@@ -1,9 +1,10 @@
 """Applying a model bundle, whatever its backend: the steps shared by the torch and classical bundles.
 
-Both backends group the cached runs by participant (:func:`participant_of`, :func:`session_of`),
-refuse a participant the model was trained on (:func:`check_leakage`), apply the model to one
-participant at a time while later participants go on past a failure (:func:`apply_each`), then
-update the dataset-level ``predictions.tsv`` and the ``.bidsignore`` once.
+Both backends group the cached runs by participant
+(:func:`~m2m_bids.model_inputs.windows.participant_of`, :func:`session_of`), refuse a participant the
+model was trained on (:func:`check_leakage`), apply the model to one participant at a time while
+later participants go on past a failure (:func:`apply_each`), then update the dataset-level
+``predictions.tsv`` and the ``.bidsignore`` once.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ from m2m_bids.interpret.bundle import TrainedOn
 from m2m_bids.interpret.predictions import update_predictions
 
 log = logging.getLogger(__name__)
-
-
-def participant_of(entry: Any) -> str:
-    """Participant label of a cache entry (without ``sub-``)."""
-    return strip_prefix(str(entry.meta.participant), "sub")
 
 
 def session_of(entry: Any) -> str | None:

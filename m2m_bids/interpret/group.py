@@ -24,7 +24,7 @@ from m2m_bids.bids.derivatives import DerivativesWriter, clean_label
 from m2m_bids.bids.participants import read_participants
 from m2m_bids.config import RunConfig
 from m2m_bids.interpret.api import build_context, tabular_features
-from m2m_bids.interpret.application import participant_of, session_of
+from m2m_bids.interpret.application import session_of
 from m2m_bids.interpret.atlas_tables import parcellate
 from m2m_bids.interpret.brainmask import brain_mask
 from m2m_bids.interpret.bundle import load_bundle
@@ -33,6 +33,7 @@ from m2m_bids.interpret.maps import relative_to_uniform, saliency_fwhm, smooth, 
 from m2m_bids.interpret.participant import MODALITY_DESC, SCALE_NOTE
 from m2m_bids.interpret.predictions import write_tsv
 from m2m_bids.interpret.tsne import embed_latents
+from m2m_bids.model_inputs.windows import participant_of
 from m2m_bids.reports import figures as figs
 from m2m_bids.reports.group import GroupMap, render_group
 from m2m_bids.runtime import resolve_device

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from m2m_bids.entity_labels import strip_prefix
 from m2m_bids.exitcodes import AppError, ExitCode
 from m2m_bids.preproc.entrymeta import EntryMeta
 
@@ -31,8 +32,10 @@ class _Entry(Protocol):
 def split_by_fmri(entries: Sequence[_Entry], required: Iterable[str] = ("fmri",)) -> tuple[list[Any], list[Any]]:
     """``(usable, lacking)``: the entries holding every tensor in ``required``, and the others."""
     needed = set(required)
-    usable = [e for e in entries if needed <= set(e.names)]
-    return usable, [e for e in entries if not needed <= set(e.names)]
+    usable, lacking = [], []
+    for entry in entries:
+        (usable if needed <= set(entry.names) else lacking).append(entry)
+    return usable, lacking
 
 
 def refuse_lacking(entries: Sequence[_Entry], required: Iterable[str],
@@ -51,8 +54,7 @@ def refuse_lacking(entries: Sequence[_Entry], required: Iterable[str],
 
 
 def _participant(entry: _Entry) -> str:
-    label = entry.meta.participant
-    return label[4:] if label.startswith("sub-") else label
+    return strip_prefix(entry.meta.participant, "sub")
 
 
 def _refusal(label: str, entries: list[Any], needed: list[str], user: str) -> AppError:

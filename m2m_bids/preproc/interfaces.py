@@ -327,22 +327,27 @@ class BoldMaps(_StepInterface):
 
 
 # -- outputs ---------------------------------------------------------------------------------------
-class _StoreIn(BaseInterfaceInputSpec):
+class _StoreCommonIn(BaseInterfaceInputSpec):
+    """What every cache entry stores, with or without BOLD."""
+
     key = traits.Str(mandatory=True)
     cache_dir = traits.Str(mandatory=True)
     meta = traits.Str(mandatory=True, desc="entry metadata as JSON")
     t1w = File(exists=True, mandatory=True)
     mask = File(exists=True, mandatory=True)
-    bold = File(exists=True, mandatory=True)
-    motion = File(exists=True, mandatory=True)
-    stc_record = File(exists=True, mandatory=True)
     gm = File(exists=True, mandatory=True)
-    alff = File(exists=True, mandatory=True)
-    falff = File(exists=True, mandatory=True)
-    bold_mean = File(exists=True, mandatory=True)
     pet = File(exists=True, desc="the session's PET on the grid (.npy), when it has one")
     brain = File(exists=True, desc="the T1w's brain mask on the grid (.npy; raw input)")
     qc_anat = File(exists=True, desc="anatomical QC figures (JSON; raw input)")
+
+
+class _StoreIn(_StoreCommonIn):
+    bold = File(exists=True, mandatory=True)
+    motion = File(exists=True, mandatory=True)
+    stc_record = File(exists=True, mandatory=True)
+    alff = File(exists=True, mandatory=True)
+    falff = File(exists=True, mandatory=True)
+    bold_mean = File(exists=True, mandatory=True)
     qc_bold = File(exists=True, desc="BOLD -> T1w coregistration cost (JSON; raw input)")
     standardize = traits.Bool(True, usedefault=True)
 
@@ -367,16 +372,9 @@ class StoreRun(_StepInterface):
                          maps=maps, **optional)
 
 
-class _StoreAnatIn(BaseInterfaceInputSpec):
-    key = traits.Str(mandatory=True)
-    cache_dir = traits.Str(mandatory=True)
-    meta = traits.Str(mandatory=True, desc="entry metadata as JSON")
-    t1w = File(exists=True, mandatory=True)
-    mask = File(exists=True, mandatory=True)
-    brain = File(exists=True, mandatory=True)
-    gm = File(exists=True, mandatory=True)
-    qc_anat = File(exists=True, mandatory=True)
-    pet = File(exists=True, desc="the session's PET on the grid (.npy), when it has one")
+class _StoreAnatIn(_StoreCommonIn):
+    brain = File(exists=True, mandatory=True, desc="the T1w's brain mask on the grid (.npy)")
+    qc_anat = File(exists=True, mandatory=True, desc="anatomical QC figures (JSON)")
 
 
 class StoreAnat(_StepInterface):
